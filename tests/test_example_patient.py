@@ -1,5 +1,7 @@
 """The example patient (real chest CT): vertebrae found, anatomical volumes, watertight meshes, cache."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -45,14 +47,14 @@ def test_vertebrae_lie_inside_the_skin(example_patient_model):
         assert occ.mean() > 0.99, lvl
 
 
-def test_cache_hit_returns_the_same_meshes(example, example_patient_model, tmp_path):
+def test_cache_hit_returns_the_same_meshes(example, example_patient_model):
     from conftest import _SESSION_CACHE
 
     again = build_patient(example.ct, example.labels, example.label_table,
-                          cache_dir=__import__("pathlib").Path(_SESSION_CACHE) / "patients", progress=False)
+                          cache_dir=Path(_SESSION_CACHE) / "patients", progress=False)
     assert again.from_cache and not example_patient_model.from_cache
     assert again.content_key == example_patient_model.content_key
     assert np.array_equal(again.vertebra("L1").vertices_mm, example_patient_model.vertebra("L1").vertices_mm)
     with pytest.raises(PatientDataError, match="L2 is cut"):
         build_patient(example.ct, example.labels, example.label_table, require_levels=["L2"],
-                      cache_dir=__import__("pathlib").Path(_SESSION_CACHE) / "patients", progress=False)
+                      cache_dir=Path(_SESSION_CACHE) / "patients", progress=False)

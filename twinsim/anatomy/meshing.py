@@ -101,14 +101,15 @@ def mask_to_mesh(
         raise MeshingError(f"mask must be 3D, got {mask.ndim}D")
     if not mask.any():
         raise MeshingError("mask is empty")
-    mask = largest_component(mask)
-    if fill_holes:
-        mask = ndimage.binary_fill_holes(mask)
-    idx = np.argwhere(mask)
+    # Work on the bounding box: component labelling and hole filling on a whole CT cost seconds.
     pad = 3
-    lo = idx.min(axis=0)
-    hi = idx.max(axis=0) + 1
-    crop = np.pad(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], pad).astype(np.float32)
+    occupied = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
+    lo = np.array([o[0] for o in occupied])
+    hi = np.array([o[-1] + 1 for o in occupied])
+    crop = largest_component(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
+    if fill_holes:
+        crop = ndimage.binary_fill_holes(crop)
+    crop = np.pad(crop, pad).astype(np.float32)
     spacing = np.linalg.norm(affine_mm[:3, :3], axis=0)
     if smooth_sigma_mm > 0:
         crop = ndimage.gaussian_filter(crop, sigma=smooth_sigma_mm / spacing)

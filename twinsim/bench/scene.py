@@ -11,25 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from twinsim.anatomy.example import example_patient
-from twinsim.anatomy.patient import build_patient
 from twinsim.report import table, write_json
-from twinsim.sim.scene_config import load_scene_config
-from twinsim.sim.world import build_operating_room
+from twinsim.sim.scene_config import SceneConfig, load_scene_config
+from twinsim.sim.world import build_operating_room, load_scene_patient
 
 
-def _patient_paths(cfg):  # noqa: ANN001, ANN202
-    if cfg.patient.source == "example":
-        ex = example_patient()
-        return ex.ct, ex.labels, ex.label_table
-    return cfg.patient.ct, cfg.patient.labels, cfg.patient.label_table
-
-
-def _build_once(cfg, cache_dir: Path) -> float:  # noqa: ANN001
+def _build_once(cfg: SceneConfig, cache_dir: Path) -> float:
     t0 = time.perf_counter()
-    ct, labels, lt = _patient_paths(cfg)
-    patient = build_patient(ct, labels, lt, require_levels=[cfg.patient.target_level], cache_dir=cache_dir, progress=False)
-    room = build_operating_room(cfg, patient=patient)
+    room = build_operating_room(cfg, patient=load_scene_patient(cfg, progress=False, cache_dir=cache_dir))
     dt = time.perf_counter() - t0
     room.close()
     return dt
@@ -49,8 +38,7 @@ def run_scene_bench(scene: str | Path | None = None, cold_repeats: int = 3, warm
             warm.append(_build_once(cfg, Path(tmp) / "cold0"))
             if progress:
                 print(f"  warm build {i + 1}/{warm_repeats}: {warm[-1]:.3f} s", flush=True)
-        ct, labels, lt = _patient_paths(cfg)
-        patient = build_patient(ct, labels, lt, cache_dir=Path(tmp) / "cold0", progress=False)
+        patient = load_scene_patient(cfg, progress=False, cache_dir=Path(tmp) / "cold0")
     room = build_operating_room(cfg, patient=patient)
     rates = []
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pybullet as pb
 from PIL import Image, ImageDraw
 
+from twinsim.report import atomic_output
 from twinsim.sim.scene_config import ViewConfig
 from twinsim.sim.world import OperatingRoom
 
@@ -41,10 +40,7 @@ def write_snapshot(room: OperatingRoom, path: str | Path, title: str = "") -> Pa
     cfg = room.config
     size = cfg.image_size
     panels: list[tuple[str, np.ndarray]] = [(v.name, render_view(room, v, size)) for v in cfg.views]
-    target = room.T_world_ct[:3, 3] * 0  # placeholder replaced below
-    iso = room.T_world_carm[:3, 3]
-    target = iso if cfg.carm.isocenter == "target" else target
-    close = ViewConfig("anatomy (skin hidden), target in red", np.asarray(iso), 0.75, 35.0, -35.0)
+    close = ViewConfig("anatomy (skin hidden), target in red", room.target_world_m(), 0.75, 35.0, -35.0)
     panels.append((close.name, render_anatomy(room, close, size)))
     cols = 2
     rows = (len(panels) + cols - 1) // cols
@@ -59,14 +55,6 @@ def write_snapshot(room: OperatingRoom, path: str | Path, title: str = "") -> Pa
         sheet.paste(Image.fromarray(img), (x, y))
         draw.rectangle([x + 4, y + 4, x + 8 + 7 * len(name), y + 20], fill="white")
         draw.text((x + 7, y + 6), name, fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-", suffix=".png")
-    os.close(fd)
-    try:
-        sheet.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    with atomic_output(path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return Path(path)

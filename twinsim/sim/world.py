@@ -21,7 +21,7 @@ from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.sim import panda
 from twinsim.sim.bodies import box_body, mesh_body
 from twinsim.sim.carm_body import create_carm_body
-from twinsim.sim.scene_config import RobotConfig, SceneConfig, SceneConfigError, load_scene_config
+from twinsim.sim.scene_config import RobotConfig, SceneConfig, load_scene_config
 
 TABLE_RGBA = (0.55, 0.58, 0.62, 1.0)
 CART_RGBA = (0.30, 0.32, 0.36, 1.0)
@@ -90,6 +90,11 @@ class OperatingRoom:
     skin_body: int = -1
 
     # ---- state -------------------------------------------------------------------------
+    def target_world_m(self) -> np.ndarray:
+        """Centroid of the target vertebra in the world (ground truth: evaluation and set-up only)."""
+        c = self.patient.vertebra(self.config.patient.target_level).centroid_mm
+        return mesh_in_world_m(self.T_world_ct, c)
+
     def joint_positions(self, robot: str) -> np.ndarray:
         h = self.robots[robot]
         return np.array([s[0] for s in pb.getJointStates(h.body, h.joint_indices, physicsClientId=self.client)])
@@ -172,13 +177,24 @@ class OperatingRoom:
         self.close()
 
 
-def load_scene_patient(cfg: SceneConfig, progress: bool | None = None) -> Patient:
+def scene_patient_files(cfg: SceneConfig) -> tuple[Path, Path, Path | None, str | None]:
+    """``(ct, labels, label_table, name)`` of the scene's patient."""
     pc = cfg.patient
     if pc.source == "example":
         ex = example_patient()
-        return build_patient(ex.ct, ex.labels, ex.label_table, name=ex.name,
-                             require_levels=[pc.target_level], progress=progress)
-    return build_patient(pc.ct, pc.labels, pc.label_table, require_levels=[pc.target_level], progress=progress)
+        return ex.ct, ex.labels, ex.label_table, ex.name
+    return pc.ct, pc.labels, pc.label_table, None
+
+
+def load_scene_patient(cfg: SceneConfig, progress: bool | None = None, cache_dir: Path | None = None) -> Patient:
+    ct, labels, table, name = scene_patient_files(cfg)
+    return build_patient(ct, labels, table, name=name, require_levels=[cfg.patient.target_level],
+                         progress=progress, cache_dir=cache_dir)
+
+
+def mesh_in_world_m(T_world_ct: np.ndarray, vertices_ct_mm: np.ndarray) -> np.ndarray:
+    """ct-frame millimetres to world metres (``T_world_ct`` carries metre translations)."""
+    return frames.transform_points(T_world_ct, vertices_ct_mm * 1e-3)
 
 
 def _add_robot(client: int, cfg: SceneConfig, rc: RobotConfig) -> RobotHandle:
@@ -229,13 +245,10 @@ def build_operating_room(
         column = box_body(client, [*tc.column_size_m, col_h], [tc.column_x_m, tc.top_center_xy_m[1], col_h / 2], TABLE_RGBA)
 
         T_world_ct = T_world_ct_prone(patient, cfg)
-        # Mesh vertices are mm; scale to metres before applying the (metre-translation) placement.
-        def to_world(mesh):  # noqa: ANN001, ANN202
-            return frames.transform_points(T_world_ct, mesh.vertices_mm * 1e-3)
-
-        skin = mesh_body(client, to_world(patient.skin), patient.skin.faces, SKIN_RGBA)
+        skin = mesh_body(client, mesh_in_world_m(T_world_ct, patient.skin.vertices_mm), patient.skin.faces, SKIN_RGBA)
         vert_bodies = {
-            lvl: mesh_body(client, to_world(m), m.faces, TARGET_RGBA if lvl == cfg.patient.target_level else BONE_RGBA)
+            lvl: mesh_body(client, mesh_in_world_m(T_world_ct, m.vertices_mm), m.faces,
+                           TARGET_RGBA if lvl == cfg.patient.target_level else BONE_RGBA)
             for lvl, m in patient.vertebrae.items()
         }
 
@@ -246,8 +259,7 @@ def build_operating_room(
             room.robots[name] = _add_robot(client, cfg, rc)
 
         iso = cfg.carm.isocenter
-        iso_world = (frames.transform_points(T_world_ct, patient.vertebra(cfg.patient.target_level).centroid_mm * 1e-3)
-                     if isinstance(iso, str) else np.asarray(iso))
+        iso_world = room.target_world_m() if isinstance(iso, str) else np.asarray(iso)
         room.T_world_carm = carm_pose(iso_world, PatientAxes.from_T_world_ct(T_world_ct), cfg.carm.lao_deg, cfg.carm.cranial_deg)
         room.carm_body = create_carm_body(client, cfg.carm, room.T_world_carm)
 
@@ -264,6 +276,3 @@ def build_operating_room(
     except Exception:
         pb.disconnect(client)
         raise
-
-
-__all__ = ["OperatingRoom", "PairClearance", "SceneConfigError", "build_operating_room", "load_scene_patient"]
