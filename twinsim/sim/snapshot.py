@@ -8,6 +8,7 @@ import numpy as np
 import pybullet as pb
 from PIL import Image, ImageDraw
 
+from twinsim import frames
 from twinsim.report import atomic_output
 from twinsim.sim.scene_config import ViewConfig
 from twinsim.sim.world import OperatingRoom
@@ -40,7 +41,11 @@ def write_snapshot(room: OperatingRoom, path: str | Path, title: str = "") -> Pa
     cfg = room.config
     size = cfg.image_size
     panels: list[tuple[str, np.ndarray]] = [(v.name, render_view(room, v, size)) for v in cfg.views]
-    close = ViewConfig("anatomy (skin hidden), target in red", room.target_world_m(), 0.75, 35.0, -35.0)
+    # Frame the meshed spine from the patient's right, a little above the table.
+    spine = np.array([room.patient.vertebra(lvl).centroid_mm for lvl in room.patient.levels])
+    centre = frames.transform_points(room.T_world_ct, spine.mean(axis=0) * 1e-3)
+    extent = float(np.ptp(spine, axis=0).max()) * 1e-3
+    close = ViewConfig("anatomy (skin hidden), target in red", centre, max(0.4, 1.6 * extent), 0.0, -20.0)
     panels.append((close.name, render_anatomy(room, close, size)))
     cols = 2
     rows = (len(panels) + cols - 1) // cols
