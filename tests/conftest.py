@@ -70,3 +70,17 @@ def synthetic_pair(tmp_path):
     ct = write_nifti(tmp_path / "ct.nii.gz", hu.astype(np.int16), affine)
     lab = write_nifti(tmp_path / "labels.nii.gz", labels, affine)
     return ct, lab, hu, labels, affine
+
+
+@pytest.fixture(scope="session")
+def example_ct(example):
+    from twinsim.anatomy.ct import load_ct
+
+    return load_ct(example.ct, example.labels, example.label_table)
+
+
+@pytest.fixture(scope="session")
+def drr_renderer(example_ct):
+    from twinsim.imaging.drr import DRRRenderer
+
+    return DRRRenderer(example_ct)

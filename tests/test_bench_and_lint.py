@@ -21,3 +21,14 @@ def test_scene_bench_reports_build_and_physics(tmp_path, example_patient_model):
 def test_ruff_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_xray_bench_times_both_renderers(example):
+    from twinsim.bench.xray import format_xray_bench, run_xray_bench
+
+    r = run_xray_bench(example.ct, example.labels, example.label_table, sizes=(48,), repeats=1, progress=False)
+    row = r["results"][0]
+    assert row["nanodrr_cpu_drr_per_s"] > 0 and row["diffdrr_siddon_cpu_drr_per_s"] > 0
+    assert row["image_correlation"] > 0.99
+    json.dumps(r)
+    assert "diffdrr Siddon" in format_xray_bench(r)

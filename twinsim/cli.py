@@ -107,11 +107,76 @@ def cmd_fetch_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_xray(args: argparse.Namespace) -> int:
+    import time
+
+    from twinsim.anatomy.ct import load_ct
+    from twinsim.imaging.contact_sheet import mask_outlines_px, write_contact_sheet
+    from twinsim.imaging.drr import DetectorModel, DRRRenderer
+    from twinsim.imaging.ground_truth import project_points, vertebra_projection
+    from twinsim.imaging.views import parse_view
+    from twinsim.report import table
+    from twinsim.sim.carm_imaging import acquire
+    from twinsim.sim.world import build_operating_room, scene_patient_files
+
+    try:
+        views = [parse_view(v) for v in (args.view or ["AP", "LAT"])]
+    except ValueError as exc:
+        raise SystemExit(f"twinsim xray: {exc}") from exc
+    size = (args.size, args.size)
+    detector = DetectorModel.realistic() if args.noise == "realistic" else DetectorModel()
+    out = Path(args.out)
+    room = build_operating_room(args.scene, progress=None)
+    with room:
+        ct_path, labels_path, table_path, _ = scene_patient_files(room.config)
+        ct = load_ct(ct_path, labels_path, table_path)
+        renderer = DRRRenderer(ct, n_samples=args.samples)
+        level = args.level or room.config.patient.target_level
+        centroid_ct_mm = room.patient.vertebra(level).centroid_mm
+        rows, panels = [], []
+        for i, view in enumerate(views):
+            t0 = time.perf_counter()
+            acq, hits = acquire(room, renderer, view, size, detector, seed=args.seed + i)
+            dt = time.perf_counter() - t0
+            stem = view.name.replace("/", "_")
+            png, _ = acq.save(out, stem)
+            # Ground truth, for the person checking the views only: the target's projected outline.
+            gt = vertebra_projection(ct, level, acq.geometry) > 0
+            outlines = mask_outlines_px(gt)
+            centre = project_points(acq.geometry, centroid_ct_mm[None])
+            panels.append({"image": acq.image, "outlines": outlines, "points": centre,
+                           "label": f"{view.name}  LAO {view.lao_deg:+.0f}  CRAN {view.cranial_deg:+.0f}  {size[0]}px"})
+            rows.append([view.name, f"{view.lao_deg:+.1f}", f"{view.cranial_deg:+.1f}", f"{dt:.2f}",
+                         "in view" if gt.any() else "OUT OF VIEW",
+                         ", ".join(acq.meta["carm_collisions"]) or "none", png.name])
+        room.set_carm_angles(room.config.carm.lao_deg, room.config.carm.cranial_deg)
+        sheet = write_contact_sheet(out / "contact_sheet.png", panels,
+                                    f"twinsim X-rays: {room.patient.name}; red: projected {level} outline (ground truth), yellow: its centroid")
+        print(table(["view", "LAO deg", "cranial deg", "seconds", level, "C-arm touches", "image"], rows))
+        print(f"wrote {len(views)} images with JSON sidecars and {sheet}")
+        if any(r[5] != "none" for r in rows):
+            print("warning: in some views the C-arm would touch other bodies in the room (see 'C-arm touches')")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"out/bench_{args.what}.json")
     if args.what == "scene":
         from twinsim.bench.scene import main
 
-        return main(args.scene, Path(args.out), args.cold_repeats, args.warm_repeats)
+        return main(args.scene, out, args.cold_repeats, args.warm_repeats)
+    if args.what == "xray":
+        from twinsim.anatomy.example import example_patient
+        from twinsim.bench.xray import main
+
+        if args.ct or args.labels:
+            if not (args.ct and args.labels):
+                raise SystemExit("twinsim bench xray: give both --ct and --labels (or neither for the example patient)")
+            ct, labels, table = Path(args.ct), Path(args.labels), args.label_table
+        else:
+            ex = example_patient()
+            ct, labels, table = ex.ct, ex.labels, ex.label_table
+        return main(ct, labels, table, args.level, out, args.repeats, reference=not args.no_reference)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -142,13 +207,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="reinstall even if present")
     f.set_defaults(func=cmd_fetch_example)
 
+    x = sub.add_parser("xray", help="simulated C-arm: DRRs of the patient at given views, with geometry sidecars",
+                       description="Turns the scene's C-arm to each view, renders a DRR of the patient CT (nanodrr), "
+                                   "writes a 16-bit PNG + JSON sidecar (intrinsics, source pose, 3x4 projection matrix) "
+                                   "per view and a contact sheet with the target vertebra's projected outline.")
+    x.add_argument("--view", action="append", help="AP, LAT, RLAT, LAO30, RAO45, CRAN20, LAO25CAUD10, or 'lao,cranial' "
+                   "(repeatable; default AP and LAT)")
+    x.add_argument("-o", "--out", default="out/xray", help="output folder (default: out/xray)")
+    x.add_argument("--size", type=int, default=512, choices=[256, 512, 1024], help="image size in pixels (default 512)")
+    x.add_argument("--noise", choices=["none", "realistic"], default="realistic", help="detector model (default realistic)")
+    x.add_argument("--seed", type=int, default=0, help="noise seed of the first view (default 0)")
+    x.add_argument("--samples", type=int, default=400, help="samples per ray (default 400)")
+    x.add_argument("--level", help="vertebra to outline (default: the scene's target)")
+    x.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    x.set_defaults(func=cmd_xray)
+
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
-                       description="scene: scene build time with a cold and a warm cache, physics step rate with both arms.")
-    b.add_argument("what", choices=["scene"], help="which benchmark")
-    b.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
-    b.add_argument("-o", "--out", default="out/bench_scene.json", help="JSON output (default: out/bench_scene.json)")
-    b.add_argument("--cold-repeats", type=int, default=3)
-    b.add_argument("--warm-repeats", type=int, default=5)
+                       description="scene: scene build time with a cold and a warm cache, physics step rate with both arms. "
+                                   "xray: DRRs per second at 256^2 and 512^2, nanodrr vs diffdrr's Siddon renderer "
+                                   "(same CT, same geometry, same run), on CPU and, where present, on CUDA.")
+    b.add_argument("what", choices=["scene", "xray"], help="which benchmark")
+    b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
+    b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
+    b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
+    b.add_argument("--warm-repeats", type=int, default=5, help="scene: warm builds (default 5)")
+    b.add_argument("--ct", help="xray: CT NIfTI (default: the example patient)")
+    b.add_argument("--labels", help="xray: label map NIfTI")
+    b.add_argument("--label-table", help="xray: label table (CSV or JSON)")
+    b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
+    b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
+    b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -157,17 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.example import ExampleNotInstalled
     from twinsim.anatomy.meshing import MeshingError
+    from twinsim.imaging.acquisition import AcquisitionError
+    from twinsim.imaging.projection import GeometryError
     from twinsim.sim.scene_config import SceneConfigError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "fetch-example", "bench"}
+    commands = {"run", "patient", "xray", "fetch-example", "bench"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError) as exc:
+    except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
+            GeometryError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

@@ -38,6 +38,14 @@ class CArmGeometry:
         if min(self.detector_size_mm) <= 0 or self.pixel_spacing_mm <= 0:
             raise ValueError("C-arm detector size and pixel spacing must be positive")
 
+    def pixel_spacing_for(self, size_px: tuple[int, int]) -> tuple[float, float]:
+        """Pixel spacing when the full detector is read out at ``(width, height)`` pixels."""
+        return (self.detector_size_mm[0] / size_px[0], self.detector_size_mm[1] / size_px[1])
+
+    @property
+    def native_size_px(self) -> tuple[int, int]:
+        return (round(self.detector_size_mm[0] / self.pixel_spacing_mm), round(self.detector_size_mm[1] / self.pixel_spacing_mm))
+
     @property
     def T_carm_source(self) -> np.ndarray:
         """Source pose in the carm frame, metres."""

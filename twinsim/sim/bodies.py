@@ -20,11 +20,12 @@ def box_body(client: int, size_m: Sequence[float], center_m: Sequence[float], rg
 
 
 def compound_box_body(client: int, boxes: list[tuple[np.ndarray, np.ndarray, Sequence[float]]],
-                      T_world_body: np.ndarray) -> int:
+                      T_world_body: np.ndarray, frame_links: dict[str, np.ndarray] | None = None) -> tuple[int, dict[str, int]]:
     """One static body made of boxes ``(size_m, T_body_box, rgba)``, placed at ``T_world_body``.
 
     Each box is a fixed link of a shapeless base, so each keeps its own colour (PyBullet's
-    shape arrays allow only one).
+    shape arrays allow only one). ``frame_links`` adds shapeless links at given body-frame
+    poses, so PyBullet itself reports where those frames are; their link indices are returned.
     """
     cols, viss, pos, orn = [], [], [], []
     for size, T, rgba in boxes:
@@ -33,9 +34,15 @@ def compound_box_body(client: int, boxes: list[tuple[np.ndarray, np.ndarray, Seq
         viss.append(pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=list(rgba), physicsClientId=client))
         pos.append(T[:3, 3].tolist())
         orn.append(frames.matrix_to_quat_xyzw(T[:3, :3]).tolist())
-    n = len(boxes)
+    names = list(frame_links or {})
+    for name in names:
+        cols.append(-1)
+        viss.append(-1)
+        pos.append(frame_links[name][:3, 3].tolist())
+        orn.append(frames.matrix_to_quat_xyzw(frame_links[name][:3, :3]).tolist())
+    n = len(cols)
     p, q = frames.transform_to_pose(T_world_body)
-    return pb.createMultiBody(
+    body = pb.createMultiBody(
         baseMass=0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=-1, basePosition=p, baseOrientation=q,
         linkMasses=[0.0] * n, linkCollisionShapeIndices=cols, linkVisualShapeIndices=viss,
         linkPositions=pos, linkOrientations=orn,
@@ -43,6 +50,7 @@ def compound_box_body(client: int, boxes: list[tuple[np.ndarray, np.ndarray, Seq
         linkParentIndices=[0] * n, linkJointTypes=[pb.JOINT_FIXED] * n, linkJointAxis=[[0, 0, 1]] * n,
         physicsClientId=client,
     )
+    return body, {name: len(boxes) + i for i, name in enumerate(names)}
 
 
 def mesh_body(client: int, vertices_world_m: np.ndarray, faces: np.ndarray, rgba: Sequence[float]) -> int:

@@ -56,5 +56,7 @@ def carm_boxes(cfg: CArmConfig) -> list[tuple[np.ndarray, np.ndarray, tuple[floa
     return boxes
 
 
-def create_carm_body(client: int, cfg: CArmConfig, T_world_carm: np.ndarray) -> int:
-    return compound_box_body(client, carm_boxes(cfg), T_world_carm)
+def create_carm_body(client: int, cfg: CArmConfig, T_world_carm: np.ndarray) -> tuple[int, dict[str, int]]:
+    """The C-arm body and the link indices of its ``source`` (focal spot) and ``detector`` frames."""
+    frame_links = {"source": cfg.geometry.T_carm_source, "detector": cfg.geometry.T_carm_detector}
+    return compound_box_body(client, carm_boxes(cfg), T_world_carm, frame_links)

@@ -85,6 +85,7 @@ class OperatingRoom:
     bodies: dict[str, list[int]] = field(default_factory=dict)  # group name -> body ids
     robots: dict[str, RobotHandle] = field(default_factory=dict)
     carm_body: int = -1
+    carm_links: dict[str, int] = field(default_factory=dict)  # "source", "detector" frame links
     T_world_carm: np.ndarray = field(default_factory=lambda: np.eye(4))
     vertebra_bodies: dict[str, int] = field(default_factory=dict)
     skin_body: int = -1
@@ -112,6 +113,11 @@ class OperatingRoom:
         """World pose (metres) of a robot link frame."""
         h = self.robots[robot]
         s = pb.getLinkState(h.body, h.link_index[link], computeForwardKinematics=True, physicsClientId=self.client)
+        return frames.pose_to_transform(s[4], s[5])
+
+    def carm_frame_pose(self, name: str) -> np.ndarray:
+        """World pose (metres) of the C-arm's ``source`` or ``detector`` frame, as PyBullet has it."""
+        s = pb.getLinkState(self.carm_body, self.carm_links[name], computeForwardKinematics=True, physicsClientId=self.client)
         return frames.pose_to_transform(s[4], s[5])
 
     def frame_graph(self) -> frames.FrameGraph:
@@ -261,7 +267,7 @@ def build_operating_room(
         iso = cfg.carm.isocenter
         iso_world = room.target_world_m() if isinstance(iso, str) else np.asarray(iso)
         room.T_world_carm = carm_pose(iso_world, PatientAxes.from_T_world_ct(T_world_ct), cfg.carm.lao_deg, cfg.carm.cranial_deg)
-        room.carm_body = create_carm_body(client, cfg.carm, room.T_world_carm)
+        room.carm_body, room.carm_links = create_carm_body(client, cfg.carm, room.T_world_carm)
 
         op, nav = room.robots["operation"], room.robots["navigation"]
         room.bodies = {
