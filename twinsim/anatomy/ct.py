@@ -7,7 +7,6 @@ stored orientation gives the same anatomy in the same ``ct`` coordinates.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +32,6 @@ MAX_SPACING_MM = 20.0
 
 class PatientDataError(ValueError):
     """The patient's CT or label map cannot be used; the message says why and what to do."""
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_nifti(path: Path, what: str) -> nib.Nifti1Image:
@@ -85,7 +76,6 @@ class CTVolume:
     labels: np.ndarray  # int32 (I, J, K)
     affine_mm: np.ndarray  # voxel index -> ct frame (RAS, mm)
     level_ids: dict[str, int]  # vertebra level -> label id, for levels present in the map
-    content_key: str  # sha256 over CT, labels and label table contents
     ct_path: Path
     labels_path: Path
     edges_of: dict[str, list[str]] = field(default_factory=dict)  # level -> FOV edges it touches
@@ -215,16 +205,11 @@ def load_ct(
     bboxes = ndimage.find_objects(labels, max_label=max(level_ids.values(), default=0))
     edges_of = {lvl: _fov_edges(labels, i, bboxes[i - 1], outside_fov) for lvl, i in level_ids.items()}
 
-    digest = hashlib.sha256()
-    digest.update(_file_digest(ct_path).encode())
-    digest.update(_file_digest(labels_path).encode())
-    digest.update(repr(sorted(level_table.items())).encode())
     return CTVolume(
         hu=hu,
         labels=labels,
         affine_mm=affine,
         level_ids=level_ids,
-        content_key=digest.hexdigest(),
         ct_path=ct_path,
         labels_path=labels_path,
         edges_of=edges_of,

@@ -74,6 +74,14 @@ class SurfaceMesh:
             raise OSError(f"could not write mesh to {path}")
 
 
+def mask_bounds(mask: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Index bounds ``[lo, hi)`` of a non-empty 3D mask, grown by ``pad`` and kept inside the array."""
+    occupied = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
+    lo = np.array([max(o[0] - pad, 0) for o in occupied])
+    hi = np.array([min(o[-1] + 1 + pad, n) for o, n in zip(occupied, mask.shape, strict=True)])
+    return lo, hi
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if n <= 1:
@@ -103,9 +111,7 @@ def mask_to_mesh(
         raise MeshingError("mask is empty")
     # Work on the bounding box: component labelling and hole filling on a whole CT cost seconds.
     pad = 3
-    occupied = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
-    lo = np.array([o[0] for o in occupied])
-    hi = np.array([o[-1] + 1 for o in occupied])
+    lo, hi = mask_bounds(mask)
     crop = largest_component(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]])
     if fill_holes:
         crop = ndimage.binary_fill_holes(crop)

@@ -10,6 +10,7 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.anatomy.ct import CTVolume
+from twinsim.anatomy.meshing import mask_bounds
 from twinsim.imaging.drr import make_subject, render_line_integrals
 from twinsim.imaging.projection import ProjectionGeometry
 
@@ -29,9 +30,7 @@ def vertebra_projection(ct: CTVolume, level: str, geom: ProjectionGeometry, weig
     3D centroid projects (up to second-order perspective terms).
     """
     mask = ct.vertebra_mask(level, require_complete=False)
-    occupied = [np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != i))) for i in range(3)]
-    lo = np.array([max(o[0] - 1, 0) for o in occupied])
-    hi = np.array([min(o[-1] + 2, n) for o, n in zip(occupied, mask.shape, strict=True)])
+    lo, hi = mask_bounds(mask, pad=1)
     crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
     affine = ct.affine_mm.copy()
     affine[:3, 3] = frames.transform_points(ct.affine_mm, lo.astype(float))
