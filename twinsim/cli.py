@@ -159,6 +159,27 @@ def cmd_xray(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssm(args: argparse.Namespace) -> int:
+    from twinsim.anatomy import ssm_commands as sc
+    from twinsim.report import write_json
+
+    models = args.model or ["L1", "lumbar"]
+    out = Path(args.out or ("assets/ssm" if args.action in ("build", "annotate") else "out/ssm"))
+    if args.action == "build":
+        return sc.build(Path(args.data), out, models)
+    if args.action == "annotate":
+        return sc.reannotate(out, models)
+    if args.action == "eval":
+        target = sc.example_l1_surface()
+        results = sc.evaluate(models, out, target)
+        print(sc.format_eval(results))
+        print(f"wrote {write_json(out / 'ssm_eval.json', results)} and {sc.plot_eval(results, out / 'ssm_eval.png')}")
+        return 0
+    for name in models:
+        print(f"wrote {sc.show(name, out / f'ssm_{name}_modes.png')}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/bench_{args.what}.json")
     if args.what == "scene":
@@ -222,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
     x.set_defaults(func=cmd_xray)
 
+    s = sub.add_parser("ssm", help="vertebral shape models: build from raw meshes, evaluate, show",
+                       description="build: template, rigid alignment (landmarks, ICP), coherent point drift, Procrustes, "
+                                   "PCA, annotations (landmarks + transpedicular paths), from the raw meshes in --data. "
+                                   "eval: compactness, leave-one-out generalization, specificity and the fit to the "
+                                   "example CT's L1 (held out); JSON + table + PNG. show: mean +/- 2 SD along the first modes. "
+                                   "annotate: recompute landmarks and paths of built models in -o (no rebuild).")
+    s.add_argument("action", choices=["build", "annotate", "eval", "show"])
+    s.add_argument("--data", default="../shared/data", help="build: raw shape data folder (default ../shared/data)")
+    s.add_argument("-o", "--out", default=None, help="output folder (build: assets/ssm; eval/show: out/ssm)")
+    s.add_argument("--model", action="append", choices=["L1", "lumbar"], help="which model (repeatable; default both)")
+    s.set_defaults(func=cmd_ssm)
+
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
                        description="scene: scene build time with a cold and a warm cache, physics step rate with both arms. "
                                    "xray: DRRs per second at 256^2 and 512^2, nanodrr vs diffdrr's Siddon renderer "
@@ -245,20 +278,22 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.example import ExampleNotInstalled
     from twinsim.anatomy.meshing import MeshingError
+    from twinsim.anatomy.shape_data import ShapeDataError
+    from twinsim.anatomy.ssm import ShapeModelError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
     from twinsim.sim.scene_config import SceneConfigError
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "fetch-example", "bench"}
+    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
-            GeometryError) as exc:
+            GeometryError, ShapeDataError, ShapeModelError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

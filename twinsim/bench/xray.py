@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class DiffDRRReference:
         return img[0, 0].numpy()
 
 
-def _time(fn, repeats: int) -> tuple[list[float], Any]:  # noqa: ANN001
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
     out = fn()  # warm-up: first-call allocations and caches are not what we measure
     times = []
     for _ in range(repeats):

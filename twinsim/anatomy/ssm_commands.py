@@ -1,0 +1,204 @@
+"""``twinsim ssm build | eval | show``."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.anatomy.shape_data import ShapeDataError, load_template, load_training_shapes
+from twinsim.anatomy.ssm import ShapeModel, load_model
+from twinsim.report import atomic_output, table
+
+LICENCES = {
+    "verse": "VerSe 2020 (CC BY-SA 4.0) via madsendennis/how-to-shape-model (Apache-2.0)",
+    "artisynth": "ArtiSynth lumbosacral spine model, Remus et al. 2021 (BSD-3-Clause)",
+    "clouthier": "Clouthier et al. 2023 lumbar mean shape (MIT)",
+}
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
+    import time
+
+    from twinsim.anatomy.ssm_annotations import annotate
+    from twinsim.anatomy.ssm_build import BuildParams, build_model, params_dict
+    from twinsim.anatomy.ssm_eval import correspondence_errors
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ShapeDataError(f"shape data folder not found: {data_dir}")
+    template = load_template(data_dir)
+    for name in models:
+        shapes = load_training_shapes(data_dir, name)
+        print(f"building {name} model from {len(shapes)} shapes: {', '.join(s.name for s in shapes)}")
+        t0 = time.perf_counter()
+        built = build_model(shapes, template, BuildParams())
+        annotations, paths = annotate(built.mean_mm, built.faces)
+        files = sorted(p for p in data_dir.rglob("*") if p.is_file() and p.suffix in (".ply", ".obj", ".csv", ".json"))
+        model = ShapeModel(
+            name=name, mean_mm=built.mean_mm, faces=built.faces, modes=built.modes, std_mm=built.std_mm,
+            variance_ratio=built.variance_ratio, annotations=annotations, paths=paths,
+            training_names=built.training_names, training_levels=built.training_levels,
+            training_vertices_mm=built.training_vertices_mm, T_model_raw=built.T_model_raw,
+            training_coeffs=built.training_coeffs,
+            provenance={
+                "command": f"twinsim ssm build --data <shared data> -o {out_dir} --model {name}",
+                "frame": "RAS millimetres (x right, y anterior, z superior), template ref_20's anatomical frame",
+                "sources": sorted({s.source for s in shapes}),
+                "licences": [LICENCES[s] for s in sorted({s.source for s in shapes})],
+                "licence": "CC BY-SA 4.0 (inherited from VerSe)",
+                "data_sha256": _digest(files),
+                "params": params_dict(built.params),
+                "build_seconds": round(time.perf_counter() - t0, 1),
+                "python": platform.python_version(),
+            },
+        )
+        raw = {s.name: SurfaceMesh(s.vertices_mm, s.faces) for s in shapes}
+        corr = correspondence_errors(model, raw)
+        model.provenance["correspondence_mean_mm"] = corr
+        path = model.save(Path(out_dir) / f"ssm_{name}.npz")
+        rms = model.std_mm / np.sqrt(len(model.mean_mm))
+        print(table(["mode", "variance %", "cumulative %", "RMS vertex shift at 1 SD (mm)"],
+                    [[k + 1, f"{100 * v:.1f}", f"{100 * c:.1f}", f"{s:.2f}"]
+                     for k, (v, c, s) in enumerate(zip(model.variance_ratio, np.cumsum(model.variance_ratio), rms, strict=True))]))
+        print(f"correspondence: registered template to raw surface, mean distance {np.mean(list(corr.values())):.3f} mm "
+              f"(worst {max(corr.values()):.3f} mm, {max(corr, key=corr.get)})")
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {model.provenance['build_seconds']:.0f} s")
+    return 0
+
+
+def reannotate(folder: Path, models: list[str]) -> int:
+    """Recompute landmarks and paths of existing models (after the annotation rules change)."""
+    from twinsim.anatomy.ssm_annotations import annotate
+
+    for name in models:
+        m = load_model(name, folder)
+        m.annotations, m.paths = annotate(m.mean_mm, m.faces)
+        path = m.save(Path(folder) / f"ssm_{name}.npz")
+        print(f"re-annotated {path}: {', '.join(sorted(m.annotations))}")
+    return 0
+
+
+def evaluate(models: list[str], out_dir: Path, target: SurfaceMesh | None) -> dict[str, Any]:
+    from twinsim.anatomy.ssm_eval import compactness, generalization, representation_floor, specificity
+
+    results = {}
+    for name in models:
+        m = load_model(name)
+        r: dict[str, Any] = {"modes": m.n_modes, "training_shapes": len(m.training_names),
+                             "compactness": compactness(m), "generalization": generalization(m),
+                             "specificity": specificity(m)}
+        if target is not None:
+            r["representation_floor_example_L1"] = representation_floor(m, target)
+        results[name] = r
+    return results
+
+
+def format_eval(results: dict[str, Any]) -> str:
+    rows = []
+    for name, r in results.items():
+        g, s = r["generalization"], r["specificity"]
+        floor = r.get("representation_floor_example_L1")
+        rows.append([name, r["training_shapes"], r["modes"], f"{100 * r['compactness'][-1]:.1f}",
+                     f"{g['mean_mm'][-1]:.2f} / {g['rms_mm'][-1]:.2f} ({g['modes'][-1]} modes)",
+                     f"{s['mean_mm'][-1]:.2f}",
+                     f"{floor['mean_mm']:.2f} / {floor['p95_mm']:.2f}" if floor else "-"])
+    return table(["model", "shapes", "modes", "variance %", "LOO generalization mean/RMS mm", "specificity mm",
+                  "fit to example L1 mean/p95 mm"], rows)
+
+
+def plot_eval(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    for name, r in results.items():
+        k = np.arange(1, len(r["compactness"]) + 1)
+        ax[0].plot(k, 100 * np.asarray(r["compactness"]), "o-", label=name)
+        g = r["generalization"]
+        ax[1].plot(g["modes"], g["mean_mm"], "o-", label=f"{name} mean")
+        ax[1].plot(g["modes"], g["rms_mm"], "s--", label=f"{name} RMS")
+        s = r["specificity"]
+        ax[2].errorbar(s["modes"], s["mean_mm"], yerr=s["sd_mm"], fmt="o-", capsize=2, label=name)
+    ax[0].set(title="compactness", xlabel="modes", ylabel="cumulative variance (%)")
+    ax[1].set(title="leave-one-out generalization", xlabel="modes", ylabel="surface distance (mm)")
+    ax[2].set(title="specificity (200 samples)", xlabel="modes", ylabel="distance to nearest training shape (mm)")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def show(name: str, path: Path, modes: int = 3) -> Path:
+    """Mean +/- 2 SD along the first modes, lateral and top views, with landmarks and paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    m = load_model(name)
+    modes = min(modes, m.n_modes)
+    rows = [(f"mode {k + 1} {sd:+d} SD", np.eye(m.n_modes)[k] * sd) for k in range(modes) for sd in (-2, 2)]
+    rows.insert(0, ("mean", np.zeros(m.n_modes)))
+    views = (("top (superior)", 90, -90), ("lateral (right)", 0, 0), ("oblique", 25, -120))
+    fig = plt.figure(figsize=(4 * len(views), 3.6 * len(rows)))
+    light = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    for r, (label, b) in enumerate(rows):
+        v = m.instance(b)
+        tri = v[m.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+        shade = 0.35 + 0.65 * np.clip(n @ light, 0, 1)
+        colours = np.c_[np.outer(shade, [0.93, 0.9, 0.8]), np.full(len(shade), 0.35)]  # translucent: paths show through
+        pts = m.annotation_points(v)
+        for c, (vname, elev, azim) in enumerate(views):
+            ax = fig.add_subplot(len(rows), len(views), r * len(views) + c + 1, projection="3d")
+            ax.add_collection3d(Poly3DCollection(tri, facecolors=colours, edgecolor="none"))
+            for side, (e, i, t) in m.paths.items():
+                outward = (pts[e] - pts[t]) / np.linalg.norm(pts[e] - pts[t])
+                line = np.array([pts[e] + 15.0 * outward, pts[t]])  # the needle, from 15 mm outside to the target
+                ax.plot(*line.T, color="tab:red" if side == "left" else "tab:blue", lw=2.5, zorder=10)
+                ax.scatter(*np.array([pts[e], pts[i], pts[t]]).T, color="k", s=8)
+            others = [p for k2, p in pts.items() if "path" not in k2 and "pedicle" not in k2]
+            ax.scatter(*np.array(others).T, color="tab:green", s=12)
+            lim = np.abs(m.mean_mm).max() * 1.05
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), zlim=(-lim, lim))
+            ax.set_box_aspect((1, 1, 1))
+            ax.view_init(elev=elev, azim=azim)
+            ax.set_axis_off()
+            ax.set_title(f"{label}, {vname}", fontsize=9)
+    fig.suptitle(f"shape model '{name}': paths left (red) / right (blue), landmarks (green); RAS, mm", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path
+
+
+def example_l1_surface() -> SurfaceMesh:
+    """The example CT's L1 (held out of every training set), ct frame (RAS, mm)."""
+    from twinsim.anatomy.example import example_patient
+    from twinsim.anatomy.patient import build_patient
+
+    ex = example_patient()
+    return build_patient(ex.ct, ex.labels, ex.label_table, require_levels=["L1"]).vertebra("L1")
+
