@@ -1,0 +1,1 @@
+"""Optical tracking: marker geometries, the simulated NDI Polaris Vega, calibration (to come)."""
