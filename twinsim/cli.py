@@ -53,6 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         carm = cfg.carm
         print(f"C-arm    LAO {carm.lao_deg:+.1f} deg, cranial {carm.cranial_deg:+.1f} deg, SDD {carm.geometry.sdd_mm:.0f} mm, "
               f"isocenter {np.round(room.T_world_carm[:3, 3], 3).tolist()} m")
+        if cfg.markers:
+            from twinsim.sim.markers_in_room import room_tracker
+
+            vega = room_tracker(room, {"latency s": 0.0})
+            f = vega.get_frame()
+            rows = []
+            for T, q, tool in zip(f[3], f[4], vega.tools, strict=True):
+                vis = int(vega.last_spheres[tool.port_handle][2].sum())
+                ok = bool(np.isfinite(T[:3]).all())
+                rows.append([tool.port_handle, tool.marker.name, f"{vis}/4", f"{np.linalg.norm(T[:3, 3]):.0f}" if ok else "-",
+                             f"{q:.3f}" if ok else "MISSING"])
+            print(table(["port", "tool", "spheres seen", "distance mm", "fit RMS mm"], rows))
         report = room.clearance_report()
         print(table(["body", "body", "clearance"], [[c.a, c.b, _fmt_clearance(c.distance_m, CLEARANCE_QUERY_M)] for c in report]))
         title = f"twinsim {cfg.name}: {patient.name}, target {cfg.patient.target_level}"

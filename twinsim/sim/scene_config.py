@@ -162,6 +162,7 @@ class SceneConfig:
     gravity_m_s2: np.ndarray
     image_size: tuple[int, int]
     views: list[ViewConfig] = field(default_factory=list)
+    markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/default.yaml)
 
 
 def _path(value: Any, base: Path, key: str, source: str) -> Path | None:
@@ -289,5 +290,18 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
         name=r.text("name"), path=path, patient=patient, table=table_cfg, robots=robots,
         needle_guide=needle, tracker_camera=camera, carm=carm,
         timestep_s=ph.num("timestep_s", positive=True), gravity_m_s2=ph.vec("gravity_m_s2", 3),
-        image_size=(int(size[0]), int(size[1])), views=views,
+        image_size=(int(size[0]), int(size[1])), views=views, markers=_markers(r),
     )
+
+
+def _markers(r: _Reader) -> dict[str, dict]:
+    raw = r.raw("markers", {})
+    if not isinstance(raw, dict):
+        raise SceneConfigError(f"{r.source}: 'markers' must be a mapping of tool name -> mount")
+    out = {}
+    for name, mount in raw.items():
+        m = _Reader(mount, f"markers.{name}", r.source)
+        m.text("attach")
+        m.vec("offset_m", 3, [0.0, 0.0, 0.0])
+        out[str(name)] = dict(mount)
+    return out

@@ -79,6 +79,7 @@ class SimulatedVega(SKSBaseTracker):
         self.frame_number = 0
         self._pending: deque = deque()
         self.last_spheres: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # handle -> (true, measured, visible)
+        self._view_dir = np.array([0.0, 0.0, 1.0])
         self._state = "ready"
 
     # ---- the NDITracker interface ---------------------------------------------------
@@ -118,6 +119,7 @@ class SimulatedVega(SKSBaseTracker):
     def _line_of_sight(self, cam_world_m: np.ndarray, spheres_world_m: np.ndarray) -> np.ndarray:
         if self.client is None:
             return np.ones(len(spheres_world_m), dtype=bool)
+        cam_world_m = cam_world_m + self._view_dir * 0.005  # start in front of the camera's own face
         d = spheres_world_m - cam_world_m
         # Stop the ray short of the sphere so the marker's own mount does not occlude it.
         ends = spheres_world_m - d / np.linalg.norm(d, axis=1, keepdims=True) * 0.012
@@ -126,6 +128,7 @@ class SimulatedVega(SKSBaseTracker):
 
     def _measure(self) -> tuple:
         T_world_cam = self.T_world_cam_m()
+        self._view_dir = T_world_cam[:3, 2]
         T_cam_world_mm = frames.scale_translation(frames.invert(T_world_cam), 1000.0)
         t_now = self.frame_number / FRAME_RATE_HZ
         handles, stamps, numbers, rots, trans, quality = [], [], [], [], [], []

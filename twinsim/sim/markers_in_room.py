@@ -1,0 +1,89 @@
+"""Marker tools mounted in the room, and the simulated Vega on the navigation robot.
+
+Mounts come from the scene file's ``markers`` section. A marker's pose follows its parent
+(patient, C-arm, a robot link or the world); its face is turned towards the tracker camera
+as the room is built, as a person sets up a reference. Poses here are ground truth: only the
+simulated tracker and evaluation code read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from twinsim import frames
+from twinsim.sim import panda
+from twinsim.sim.scene_config import SceneConfigError
+from twinsim.sim.world import OperatingRoom, mesh_in_world_m
+from twinsim.tracking.markers import check_distinguishable, load_marker
+from twinsim.tracking.vega_sim import SimulatedTool, SimulatedVega
+
+
+def spinous_tip_world_m(room: OperatingRoom, level: str) -> np.ndarray:
+    """The most posterior surface point of a vertebra near its midline (clamp site)."""
+    v = mesh_in_world_m(room.T_world_ct, room.patient.vertebra(level).vertices_mm)
+    c = v.mean(0)
+    lateral = room.T_world_ct[:3, :3] @ [1.0, 0.0, 0.0]
+    posterior = room.T_world_ct[:3, :3] @ [0.0, -1.0, 0.0]
+    mid = np.abs((v - c) @ lateral) < 0.008
+    return v[mid][np.argmax((v[mid] - c) @ posterior)]
+
+
+def _facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Rotation whose z axis points from ``origin`` to ``target``."""
+    z = target - origin
+    z /= np.linalg.norm(z)
+    x = np.cross([0.0, 0.0, 1.0], z)
+    x = x / np.linalg.norm(x) if np.linalg.norm(x) > 1e-6 else np.array([1.0, 0.0, 0.0])
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+def _parent_pose(room: OperatingRoom, mount: dict, name: str) -> Callable[[], np.ndarray]:
+    attach = mount.get("attach")
+    if attach == "patient":
+        tip = spinous_tip_world_m(room, str(mount.get("level", room.config.patient.target_level)))
+        T = frames.make_transform(t=tip)
+        return lambda: T
+    if attach == "world":
+        return lambda: np.eye(4)
+    if attach == "carm":
+        return lambda: room.T_world_carm
+    if attach in room.robots:
+        link = str(mount.get("link", panda.FLANGE_LINK))
+        if link not in room.robots[attach].link_index:
+            raise SceneConfigError(f"markers.{name}: robot {attach} has no link {link!r}")
+        return lambda: room.link_pose(attach, link)
+    raise SceneConfigError(f"markers.{name}.attach must be patient, world, carm or a robot name, got {attach!r}")
+
+
+def room_tools(room: OperatingRoom, mounts: dict[str, dict]) -> list[SimulatedTool]:
+    """One SimulatedTool per mounted marker, port handles 1..n in file order."""
+    cam = room.link_pose("navigation", panda.CAMERA_LINK)[:3, 3]
+    tools = []
+    for handle, (name, mount) in enumerate(mounts.items(), start=1):
+        parent = _parent_pose(room, mount, name)
+        offset = np.asarray(mount.get("offset_m", [0.0, 0.0, 0.0]), dtype=np.float64)
+        T_world_parent = parent()
+        in_world = mount.get("attach") in ("patient", "world")
+        origin = T_world_parent[:3, 3] + (offset if in_world else T_world_parent[:3, :3] @ offset)
+        T_world_marker = frames.make_transform(_facing(origin, cam), origin)
+        T_parent_marker = frames.invert(T_world_parent) @ T_world_marker  # rigid from now on
+
+        def pose(p: Callable[[], np.ndarray] = parent, T: np.ndarray = T_parent_marker) -> np.ndarray:
+            return p() @ T
+
+        tools.append(SimulatedTool(handle, load_marker(name), pose))
+    check_distinguishable([t.marker for t in tools])
+    return tools
+
+
+def room_tracker(room: OperatingRoom, configuration: dict | None = None) -> SimulatedVega:
+    """The Vega on the navigation robot's flange, seeing the room's markers (line of sight in PyBullet)."""
+    mounts = room.config.markers
+    if not mounts:
+        raise SceneConfigError(f"{room.config.path}: no 'markers' section; the tracker has nothing to track")
+    vega = SimulatedVega(configuration or {}, room_tools(room, mounts),
+                         lambda: room.link_pose("navigation", panda.CAMERA_LINK), client=room.client)
+    vega.start_tracking()
+    return vega
