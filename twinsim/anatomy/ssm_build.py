@@ -69,12 +69,12 @@ def _pcd(points: np.ndarray) -> o3d.geometry.PointCloud:
     return p
 
 
-def _sample(mesh: o3d.geometry.TriangleMesh, n: int, seed: int) -> np.ndarray:
+def sample_surface(mesh: o3d.geometry.TriangleMesh, n: int, seed: int) -> np.ndarray:
     o3d.utility.random.seed(seed)
     return np.asarray(mesh.sample_points_uniformly(n).points)
 
 
-def _icp(source_pts: np.ndarray, target_pts: np.ndarray, T0: np.ndarray,
+def icp(source_pts: np.ndarray, target_pts: np.ndarray, T0: np.ndarray,
          radii: tuple[float, ...] = (8.0, 4.0, 2.0)) -> tuple[np.ndarray, float]:
     """Point-to-plane ICP with shrinking correspondence radius; returns (T, rmse)."""
     src, tgt = _pcd(source_pts), _pcd(target_pts)
@@ -88,7 +88,7 @@ def _icp(source_pts: np.ndarray, target_pts: np.ndarray, T0: np.ndarray,
     return T, rmse
 
 
-def _chamfer_mm(a: np.ndarray, b: np.ndarray) -> float:
+def chamfer_mm(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.spatial import cKDTree
 
     return float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
@@ -110,17 +110,17 @@ def cube_rotations() -> list[np.ndarray]:
 def rigid_to_template(shape: RawShape, template_pts: np.ndarray, template_landmarks: dict[str, np.ndarray] | None,
                       seed: int = 0) -> np.ndarray:
     """``T_model_raw`` aligning a raw surface to the template (landmarks first, else 24 starts)."""
-    pts = _sample(shape.mesh(), 6000, seed)
+    pts = sample_surface(shape.mesh(), 6000, seed)
     if shape.landmarks_mm is not None and template_landmarks is not None:
         T0 = kabsch(np.array([shape.landmarks_mm[k] for k in LANDMARK_IDS]),
                     np.array([template_landmarks[k] for k in LANDMARK_IDS]))
-        return _icp(pts, template_pts, T0)[0]
+        return icp(pts, template_pts, T0)[0]
     best, best_err = None, np.inf
     c_src, c_tgt = pts.mean(0), template_pts.mean(0)
     for R in cube_rotations():
         T0 = frames.make_transform(R, c_tgt - R @ c_src)
-        T, _ = _icp(pts, template_pts, T0, radii=(15.0, 8.0, 4.0, 2.0))
-        err = _chamfer_mm(frames.transform_points(T, pts), template_pts)
+        T, _ = icp(pts, template_pts, T0, radii=(15.0, 8.0, 4.0, 2.0))
+        err = chamfer_mm(frames.transform_points(T, pts), template_pts)
         if err < best_err:
             best, best_err = T, err
     return best
@@ -167,10 +167,10 @@ def build_model(shapes: list[RawShape], template: RawShape, params: BuildParams 
     current = template.vertices_mm.copy()
     current_lm = template.landmarks_mm
     T_model_raw = [None] * len(shapes)
-    targets = [_sample(s.mesh(), p.target_points, p.seed + i) for i, s in enumerate(shapes)]
+    targets = [sample_surface(s.mesh(), p.target_points, p.seed + i) for i, s in enumerate(shapes)]
     corr = np.zeros((len(shapes), len(current), 3))
     for rnd in range(p.rounds):
-        tmpl_pts = _sample(o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(current), o3d.utility.Vector3iVector(faces)),
+        tmpl_pts = sample_surface(o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(current), o3d.utility.Vector3iVector(faces)),
                            8000, p.seed)
         control = current[rng.choice(len(current), size=min(p.control_points, len(current)), replace=False)]
         bar = tqdm(shapes, desc=f"correspondence round {rnd + 1}/{p.rounds}", unit="shape",
@@ -180,7 +180,7 @@ def build_model(shapes: list[RawShape], template: RawShape, params: BuildParams 
             if T_model_raw[i] is None:
                 T_model_raw[i] = rigid_to_template(s, tmpl_pts, current_lm, p.seed)
             else:  # refine against the new mean from the previous pose
-                T_model_raw[i] = _icp(_sample(s.mesh(), 6000, p.seed), tmpl_pts, T_model_raw[i])[0]
+                T_model_raw[i] = icp(sample_surface(s.mesh(), 6000, p.seed), tmpl_pts, T_model_raw[i])[0]
             target = frames.transform_points(T_model_raw[i], targets[i])
             corr[i] = cpd_deform(current, control, target, p)
         aligned, Ts, mean = procrustes(corr, template.vertices_mm)

@@ -14,7 +14,7 @@ import torch
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_build import _chamfer_mm, _icp, _sample, cube_rotations
+from twinsim.anatomy.ssm_build import chamfer_mm, cube_rotations, icp, sample_surface
 from twinsim.anatomy.ssm_torch import DifferentiableInstance, axis_angle_to_matrix
 
 
@@ -35,7 +35,7 @@ def surface_distances_mm(a: SurfaceMesh, b: SurfaceMesh, n: int = 20000, seed: i
     for src, dst in ((a, b), (b, a)):
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(dst.to_open3d()))
-        pts = _sample(src.to_open3d(), n, seed).astype(np.float32)
+        pts = sample_surface(src.to_open3d(), n, seed).astype(np.float32)
         out.append(np.abs(scene.compute_distance(o3d.core.Tensor(pts)).numpy()))
     return np.concatenate(out)
 
@@ -43,13 +43,13 @@ def surface_distances_mm(a: SurfaceMesh, b: SurfaceMesh, n: int = 20000, seed: i
 def fit_to_surface(model: ShapeModel, target: SurfaceMesh, n_modes: int | None = None, iterations: int = 300,
                    prior_weight: float = 1e-3, seed: int = 0) -> SurfaceFit:
     """Rigid multi-start ICP of the mean, then joint pose + shape by Adam on a symmetric chamfer."""
-    tgt_pts = _sample(target.to_open3d(), 3000, seed)
-    mean_pts = _sample(model.mesh().to_open3d(), 3000, seed)
+    tgt_pts = sample_surface(target.to_open3d(), 3000, seed)
+    mean_pts = sample_surface(model.mesh().to_open3d(), 3000, seed)
     best, best_err = None, np.inf
     for R in cube_rotations():
         T0 = frames.make_transform(R, tgt_pts.mean(0) - R @ mean_pts.mean(0))
-        T, _ = _icp(mean_pts, tgt_pts, T0, radii=(15.0, 8.0, 4.0, 2.0))
-        err = _chamfer_mm(frames.transform_points(T, mean_pts), tgt_pts)
+        T, _ = icp(mean_pts, tgt_pts, T0, radii=(15.0, 8.0, 4.0, 2.0))
+        err = chamfer_mm(frames.transform_points(T, mean_pts), tgt_pts)
         if err < best_err:
             best, best_err = T, err
     T0 = best
