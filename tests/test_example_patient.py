@@ -40,8 +40,7 @@ def test_meshes_are_watertight_and_sized(example_patient_model):
 def test_vertebrae_lie_inside_the_skin(example_patient_model):
     import open3d as o3d
 
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(example_patient_model.skin.to_open3d()))
+    scene = example_patient_model.skin.raycasting_scene()
     for lvl, m in example_patient_model.vertebrae.items():
         occ = scene.compute_occupancy(o3d.core.Tensor(m.vertices_mm.astype(np.float32))).numpy()
         assert occ.mean() > 0.99, lvl

@@ -121,6 +121,14 @@ def _saved(tmp_path):
     return acq.save(tmp_path, "img")
 
 
+def _edit_sidecar(tmp_path, edit):
+    png, js = _saved(tmp_path)
+    d = json.loads(js.read_text())
+    edit(d)
+    js.write_text(json.dumps(d))
+    return png
+
+
 def test_missing_sidecar(tmp_path):
     png, js = _saved(tmp_path)
     js.unlink()
@@ -129,34 +137,22 @@ def test_missing_sidecar(tmp_path):
 
 
 def test_incomplete_sidecar(tmp_path):
-    png, js = _saved(tmp_path)
-    d = json.loads(js.read_text())
-    del d["projection_matrix"], d["sdd_mm"]
-    js.write_text(json.dumps(d))
+    png = _edit_sidecar(tmp_path, lambda d: [d.pop("projection_matrix"), d.pop("sdd_mm")])
     with pytest.raises(AcquisitionError, match="incomplete: missing sdd_mm, projection_matrix"):
         load_acquisition(png)
 
 
 def test_sidecar_inconsistent_with_image_size(tmp_path):
-    png, js = _saved(tmp_path)
-    d = json.loads(js.read_text())
-    d["width_px"] = 128
-    js.write_text(json.dumps(d))
+    png = _edit_sidecar(tmp_path, lambda d: d.update(width_px=128))
     with pytest.raises(AcquisitionError, match="is 64x48 px but its sidecar says 128x48"):
         load_acquisition(png)
 
 
 def test_sidecar_inconsistent_matrices(tmp_path):
-    png, js = _saved(tmp_path)
-    d = json.loads(js.read_text())
-    d["projection_matrix"][0][3] += 50.0
-    js.write_text(json.dumps(d))
+    png = _edit_sidecar(tmp_path, lambda d: d["projection_matrix"][0].__setitem__(3, d["projection_matrix"][0][3] + 50.0))
     with pytest.raises(AcquisitionError, match="projection_matrix is not intrinsics"):
         load_acquisition(png)
-    png, js = _saved(tmp_path)
-    d = json.loads(js.read_text())
-    d["intrinsics"][0][0] *= 1.01
-    js.write_text(json.dumps(d))
+    png = _edit_sidecar(tmp_path, lambda d: d["intrinsics"][0].__setitem__(0, d["intrinsics"][0][0] * 1.01))
     with pytest.raises(AcquisitionError, match="intrinsics do not follow"):
         load_acquisition(png)
 

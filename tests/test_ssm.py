@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from twinsim import frames
+from twinsim.anatomy.meshing import raycasting_scene
 from twinsim.anatomy.shape_data import load_template, load_training_shapes
 from twinsim.anatomy.ssm import ASSETS_SSM, ShapeModel, ShapeModelError, load_model
-from twinsim.anatomy.ssm_annotations import _scene, inside
+from twinsim.anatomy.ssm_annotations import inside
 from twinsim.anatomy.ssm_torch import DifferentiableInstance
 
 DATA = Path(os.environ.get("TWINSIM_SHAPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -88,7 +89,7 @@ def test_annotations_stay_in_bone_for_plus_minus_2_sd(model):
             b = np.zeros(model.n_modes)
             b[k] = sd
             v = model.instance(b)
-            scene = _scene(v, model.faces)
+            scene = raycasting_scene(v, model.faces)
             pts = model.annotation_points(v)
             for name in ("body_centroid", "left_pedicle_centre", "right_pedicle_centre", "left_path_target", "right_path_target"):
                 assert inside(scene, pts[name][None])[0], (model.name, k, sd, name)

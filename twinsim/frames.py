@@ -5,6 +5,11 @@ Naming: ``T_<to>_<from>`` is a 4x4 homogeneous matrix that maps coordinates expr
 ``T_a_c = T_a_b @ T_b_c``. Translations carry the unit of the module boundary they cross; the
 functions here are unit-agnostic except :func:`scale_translation`, which converts between them.
 Quaternions follow PyBullet's ``(x, y, z, w)`` order.
+
+Named frames: ``world`` (OR table, metres, z up), ``ct`` (CT scanner frame, RAS+, mm), ``ref``
+(patient reference marker), ``cam`` (tracker camera), ``carm`` (isocenter, z source to
+detector), ``source``, ``detector``, ``base_op``, ``flange_op``, ``tool`` (needle-guide tip, z
+along the guide), ``base_nav``, ``flange_nav``.
 """
 
 from __future__ import annotations
@@ -14,21 +19,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation
-
-FRAMES = (
-    "world",  # OR table frame, metres; z up
-    "ct",  # patient CT scanner frame, RAS+, millimetres
-    "ref",  # patient reference marker
-    "cam",  # tracker camera
-    "carm",  # C-arm: origin at the isocenter, z from source to detector
-    "source",
-    "detector",
-    "base_op",
-    "flange_op",
-    "tool",  # needle-guide tip, z along the guide axis
-    "base_nav",
-    "flange_nav",
-)
 
 
 class FrameError(ValueError):
@@ -83,11 +73,6 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ T[:3, :3].T + T[:3, 3]
 
 
-def transform_vectors(T: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Rotate direction vectors by ``T`` (no translation)."""
-    return np.asarray(vectors, dtype=np.float64) @ T[:3, :3].T
-
-
 def rotation_about_axis(axis: Sequence[float] | np.ndarray, angle_rad: float) -> np.ndarray:
     """3x3 rotation of ``angle_rad`` about ``axis`` (right-hand rule)."""
     a = np.asarray(axis, dtype=np.float64)
@@ -127,10 +112,13 @@ def scale_translation(T: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-def rotation_angle_rad(T_a: np.ndarray, T_b: np.ndarray) -> float:
-    """Angle of the relative rotation between two transforms."""
-    R = T_a[:3, :3].T @ T_b[:3, :3]
-    return float(np.linalg.norm(Rotation.from_matrix(R).as_rotvec()))
+def rigid_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares rigid ``T`` with ``T(source) ~ target`` for corresponding (N, 3) points (Kabsch)."""
+    cs, ct = source.mean(0), target.mean(0)
+    U, _, Vt = np.linalg.svd((source - cs).T @ (target - ct))
+    d = np.sign(np.linalg.det(Vt.T @ U.T))
+    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
+    return make_transform(R, ct - R @ cs)
 
 
 class FrameGraph:

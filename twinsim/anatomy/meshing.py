@@ -35,6 +35,9 @@ class SurfaceMesh:
             o3d.utility.Vector3iVector(self.faces.astype(np.int32)),
         )
 
+    def raycasting_scene(self) -> o3d.t.geometry.RaycastingScene:
+        return raycasting_scene(self.vertices_mm, self.faces)
+
     @property
     def is_watertight(self) -> bool:
         m = self.to_open3d()
@@ -72,6 +75,14 @@ class SurfaceMesh:
         m.compute_vertex_normals()
         if not o3d.io.write_triangle_mesh(str(path), m):
             raise OSError(f"could not write mesh to {path}")
+
+
+def raycasting_scene(vertices: np.ndarray, faces: np.ndarray) -> o3d.t.geometry.RaycastingScene:
+    """Open3D scene for distance, occupancy and ray queries against one triangle surface."""
+    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(np.asarray(faces, dtype=np.int32)))
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))
+    return scene
 
 
 def mask_bounds(mask: np.ndarray, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:

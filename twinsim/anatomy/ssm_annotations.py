@@ -23,7 +23,7 @@ import numpy as np
 import open3d as o3d
 from scipy import ndimage
 
-from twinsim.anatomy.meshing import largest_component
+from twinsim.anatomy.meshing import largest_component, raycasting_scene
 from twinsim.anatomy.ssm import Annotation
 
 VOXEL_MM = 0.5
@@ -35,19 +35,12 @@ class AnnotationError(RuntimeError):
     """The geometry does not show the expected vertebral anatomy."""
 
 
-def _scene(vertices: np.ndarray, faces: np.ndarray) -> o3d.t.geometry.RaycastingScene:
-    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))
-    return scene
-
-
 def inside(scene: o3d.t.geometry.RaycastingScene, points: np.ndarray) -> np.ndarray:
     return scene.compute_occupancy(o3d.core.Tensor(np.asarray(points, dtype=np.float32))).numpy() > 0.5
 
 
 def compute_annotation_points(vertices: np.ndarray, faces: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
-    scene = _scene(vertices, faces)
+    scene = raycasting_scene(vertices, faces)
     lo, hi = vertices.min(0) - 2.0, vertices.max(0) + 2.0
     axes = [np.arange(a, b, VOXEL_MM) for a, b in zip(lo, hi, strict=True)]
     X, Y, Z = np.meshgrid(*axes, indexing="ij")
@@ -180,5 +173,5 @@ def to_vertex_weights(name: str, point: np.ndarray, vertices: np.ndarray, faces:
 
 def annotate(vertices: np.ndarray, faces: np.ndarray) -> tuple[dict[str, Annotation], dict[str, tuple[str, str, str]]]:
     pts, paths = compute_annotation_points(vertices, faces)
-    scene = _scene(vertices, faces)
+    scene = raycasting_scene(vertices, faces)
     return {n: to_vertex_weights(n, p, vertices, faces, scene) for n, p in pts.items()}, paths

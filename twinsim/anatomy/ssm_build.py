@@ -54,15 +54,6 @@ class BuiltModel:
     build_seconds: float = 0.0
 
 
-def kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Rigid ``T`` minimising ||T(A) - B|| for corresponding points."""
-    ca, cb = A.mean(0), B.mean(0)
-    U, _, Vt = np.linalg.svd((A - ca).T @ (B - cb))
-    d = np.sign(np.linalg.det(Vt.T @ U.T))
-    R = Vt.T @ np.diag([1.0, 1.0, d]) @ U.T
-    return frames.make_transform(R, cb - R @ ca)
-
-
 def _pcd(points: np.ndarray) -> o3d.geometry.PointCloud:
     p = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     p.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
@@ -112,7 +103,7 @@ def rigid_to_template(shape: RawShape, template_pts: np.ndarray, template_landma
     """``T_model_raw`` aligning a raw surface to the template (landmarks first, else 24 starts)."""
     pts = sample_surface(shape.mesh(), 6000, seed)
     if shape.landmarks_mm is not None and template_landmarks is not None:
-        T0 = kabsch(np.array([shape.landmarks_mm[k] for k in LANDMARK_IDS]),
+        T0 = frames.rigid_fit(np.array([shape.landmarks_mm[k] for k in LANDMARK_IDS]),
                     np.array([template_landmarks[k] for k in LANDMARK_IDS]))
         return icp(pts, template_pts, T0)[0]
     best, best_err = None, np.inf
@@ -143,17 +134,17 @@ def procrustes(shapes: np.ndarray, reference: np.ndarray, iterations: int = 10) 
     mean = reference
     for _ in range(iterations):
         for i, s in enumerate(shapes):
-            Ts[i] = kabsch(s, mean)
+            Ts[i] = frames.rigid_fit(s, mean)
             aligned[i] = frames.transform_points(Ts[i], s)
         new_mean = aligned.mean(0)
-        anchor = kabsch(new_mean, reference)
+        anchor = frames.rigid_fit(new_mean, reference)
         new_mean = frames.transform_points(anchor, new_mean)
         if np.abs(new_mean - mean).max() < 1e-6:
             mean = new_mean
             break
         mean = new_mean
     for i, s in enumerate(shapes):
-        Ts[i] = kabsch(s, mean)
+        Ts[i] = frames.rigid_fit(s, mean)
         aligned[i] = frames.transform_points(Ts[i], s)
     return aligned, Ts, aligned.mean(0)
 

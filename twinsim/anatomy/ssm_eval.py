@@ -13,16 +13,13 @@ import numpy as np
 import open3d as o3d
 
 from twinsim import frames
-from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.anatomy.meshing import SurfaceMesh, raycasting_scene
 from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_build import kabsch
 from twinsim.anatomy.ssm_fit import fit_to_surface
 
 
 def _surface_dist(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    scene = o3d.t.geometry.RaycastingScene()
-    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
-    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(m))
+    scene = raycasting_scene(vertices, faces)
     return np.abs(scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy())
 
 
@@ -42,7 +39,7 @@ def generalization(model: ShapeModel) -> dict[str, list[float]]:
         mean = rest.mean(0)
         X = (rest - mean).reshape(n - 1, -1)
         _, _, Vt = np.linalg.svd(X, full_matrices=False)
-        target = frames.transform_points(kabsch(S[i], mean), S[i])
+        target = frames.transform_points(frames.rigid_fit(S[i], mean), S[i])
         d = (target - mean).reshape(-1)
         for k in range(kmax + 1):
             rec = mean.reshape(-1) + Vt[:k].T @ (Vt[:k] @ d)

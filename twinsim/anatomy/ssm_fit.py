@@ -33,8 +33,7 @@ def surface_distances_mm(a: SurfaceMesh, b: SurfaceMesh, n: int = 20000, seed: i
 
     out = []
     for src, dst in ((a, b), (b, a)):
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(dst.to_open3d()))
+        scene = dst.raycasting_scene()
         pts = sample_surface(src.to_open3d(), n, seed).astype(np.float32)
         out.append(np.abs(scene.compute_distance(o3d.core.Tensor(pts)).numpy()))
     return np.concatenate(out)

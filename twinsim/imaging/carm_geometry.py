@@ -43,10 +43,6 @@ class CArmGeometry:
         return (self.detector_size_mm[0] / size_px[0], self.detector_size_mm[1] / size_px[1])
 
     @property
-    def native_size_px(self) -> tuple[int, int]:
-        return (round(self.detector_size_mm[0] / self.pixel_spacing_mm), round(self.detector_size_mm[1] / self.pixel_spacing_mm))
-
-    @property
     def T_carm_source(self) -> np.ndarray:
         """Source pose in the carm frame, metres."""
         return frames.make_transform(t=[0.0, 0.0, -self.sid_mm * 1e-3])

@@ -99,7 +99,3 @@ class ProjectionGeometry:
         shift_mm = -r0 * dv + (self.height_px - (r1 - r0)) / 2 * dv
         x0, y0 = self.principal_offset_mm
         return replace(self, height_px=r1 - r0, principal_offset_mm=(x0, y0 + shift_mm))
-
-    def angle_to_deg(self, other: ProjectionGeometry) -> float:
-        c = float(np.clip(self.beam_direction @ other.beam_direction, -1.0, 1.0))
-        return float(np.degrees(np.arccos(c)))

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sksurgerycore.algorithms.procrustes import orthogonal_procrustes
+
+from twinsim import frames
 
 MARKERS_DIR = Path(__file__).resolve().parents[2] / "assets" / "markers"
 MIN_DISTANCE_DIFFERENCE_MM = 3.0  # two tools closer than this in every distance are ambiguous
@@ -61,8 +62,6 @@ def check_distinguishable(markers: list[MarkerGeometry]) -> None:
 
 def fit_marker(model_mm: np.ndarray, measured_mm: np.ndarray) -> tuple[np.ndarray, float]:
     """Rigid fit of the tool geometry to measured spheres: (T_measured_tool (mm), RMS residual mm)."""
-    R, t, fre = orthogonal_procrustes(measured_mm, model_mm)
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = np.ravel(t)
-    return T, float(fre)
+    T = frames.rigid_fit(model_mm, measured_mm)
+    residual = frames.transform_points(T, model_mm) - measured_mm
+    return T, float(np.sqrt((residual**2).sum(axis=1).mean()))
