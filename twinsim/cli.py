@@ -192,8 +192,46 @@ def cmd_ssm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import datetime
+
+    from twinsim.report import table
+    from twinsim.sim.calibration_session import SessionSettings, run_calibration
+    from twinsim.sim.markers_in_room import room_tracker
+    from twinsim.sim.robot_driver import SimulatedArm
+    from twinsim.sim.world import build_operating_room
+    from twinsim.twin.calibration_set import save_calibration
+    from twinsim.twin.robot_model import NominalPanda
+
+    room = build_operating_room(args.scene, progress=None)
+    with room, NominalPanda(room.config.needle_guide) as model:
+        vega = room_tracker(room, {"seed": args.seed})
+        cal = run_calibration(room, vega, SimulatedArm(room), model, SessionSettings(seed=args.seed), progress=None)
+    cal.meta = {"rig": "simulated room", "scene": room.config.path.name, "seed": args.seed,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "tools": sorted(room.config.markers)}
+    r = cal.residuals
+    rows = [
+        ["pointer pivot", f"tip {np.round(cal.pointer_tip_mm, 2).tolist()}", f"{r['pointer_pivot']['rms_mm']:.3f} mm RMS", r["pointer_pivot"]["poses"]],
+        ["needle-guide tip pivot (tracker)", f"tip {np.round(cal.needle_tip_mm, 2).tolist()}", f"{r['needle_tip_pivot']['rms_mm']:.3f} mm RMS", r["needle_tip_pivot"]["poses"]],
+        ["needle-guide TCP pivot (robot)", f"TCP {np.round(cal.T_flange_tool[:3, 3], 2).tolist()}", f"{r['tcp_pivot']['rms_mm']:.3f} mm RMS", r["tcp_pivot"]["poses"]],
+        ["hand-eye AX=XB", "T_flange_marker", f"{r['hand_eye']['rms_mm']:.3f} mm, {r['hand_eye']['rms_deg']:.3f} deg", r["hand_eye"]["poses"]],
+        ["robot-world AX=ZB", "T_ref_base", f"{r['robot_world']['rms_mm']:.3f} mm, {r['robot_world']['rms_deg']:.3f} deg", r["robot_world"]["poses"]],
+        ["paired points", "T_ref_ct (initial)", f"FRE {r['paired_point']['fre_mm']:.3f} mm (expected {r['paired_point']['expected_fre_mm']:.2f}), "
+         f"predicted TRE {r['paired_point']['predicted_tre_at_target_mm']:.2f} mm", r["paired_point"]["tracked"]],
+        ["surface ICP", "T_ref_ct", f"{r['surface']['rms_mm']:.3f} mm RMS, {100 * r['surface']['inlier_fraction']:.0f} % within 2 mm", r["surface"]["points"]],
+    ]
+    print(table(["calibration", "result", "residual", "poses/points"], rows))
+    print(f"wrote {save_calibration(cal, args.out)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/bench_{args.what}.json")
+    if args.what == "mapping":
+        from twinsim.bench.mapping import main
+
+        return main(args.scene, out, args.seed, Path(args.calibration) if args.calibration else None)
     if args.what == "scene":
         from twinsim.bench.scene import main
 
@@ -267,11 +305,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", choices=["L1", "lumbar"], help="which model (repeatable; default both)")
     s.set_defaults(func=cmd_ssm)
 
+    c = sub.add_parser("calibrate", help="run the calibration chain in the simulated room and write the rig's calibration file",
+                       description="Pointer pivot, needle-guide tip pivot (tracker and robot TCP), hand-eye AX=XB and "
+                                   "robot-world AX=ZB, paired-point (FRE, predicted TRE) and surface registration of the "
+                                   "patient, on tracker frames and joint readings from the simulated room. Writes a "
+                                   "twinsim-calibration/1 JSON file with every residual (the format a real rig uses).")
+    c.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    c.add_argument("-o", "--out", default="out/calibration.json", help="calibration file (default: out/calibration.json)")
+    c.add_argument("--seed", type=int, default=0, help="tracker noise and motion seed (default 0)")
+    c.set_defaults(func=cmd_calibrate)
+
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
                        description="scene: scene build time with a cold and a warm cache, physics step rate with both arms. "
                                    "xray: DRRs per second at 256^2 and 512^2, nanodrr vs diffdrr's Siddon renderer "
-                                   "(same CT, same geometry, same run), on CPU and, where present, on CUDA.")
-    b.add_argument("what", choices=["scene", "xray"], help="which benchmark")
+                                   "(same CT, same geometry, same run), on CPU and, where present, on CUDA. "
+                                   "mapping: seed 004's Tables 2 and 3, real-to-virtual and virtual-to-real (open and closed "
+                                   "loop) errors over 10 tool-tip points, with a PNG like its Figures 6 and 10.")
+    b.add_argument("what", choices=["scene", "xray", "mapping"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
@@ -282,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
+    b.add_argument("--seed", type=int, default=0, help="mapping: seed (default 0)")
+    b.add_argument("--calibration", help="mapping: use this calibration file instead of calibrating first")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -294,18 +346,24 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.ssm import ShapeModelError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
+    from twinsim.sim.kinematics import IKError
     from twinsim.sim.scene_config import SceneConfigError
+    from twinsim.tracking.calibration import CalibrationError
+    from twinsim.tracking.markers import MarkerError
+    from twinsim.twin.calibration_set import CalibrationFileError
+    from twinsim.twin.tracker_view import TrackingLost
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench"}
+    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
-            GeometryError, ShapeDataError, ShapeModelError) as exc:
+            GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
+            IKError, MarkerError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

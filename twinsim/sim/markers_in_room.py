@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from twinsim import frames
+from twinsim.anatomy.landmarks import spinous_tip_mm
 from twinsim.sim import panda
 from twinsim.sim.scene_config import SceneConfigError
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
@@ -21,13 +22,8 @@ from twinsim.tracking.vega_sim import SimulatedTool, SimulatedVega
 
 
 def spinous_tip_world_m(room: OperatingRoom, level: str) -> np.ndarray:
-    """The most posterior surface point of a vertebra near its midline (clamp site)."""
-    v = mesh_in_world_m(room.T_world_ct, room.patient.vertebra(level).vertices_mm)
-    c = v.mean(0)
-    lateral = room.T_world_ct[:3, :3] @ [1.0, 0.0, 0.0]
-    posterior = room.T_world_ct[:3, :3] @ [0.0, -1.0, 0.0]
-    mid = np.abs((v - c) @ lateral) < 0.008
-    return v[mid][np.argmax((v[mid] - c) @ posterior)]
+    """The spinous process tip of a vertebra in the room (the reference clamp site)."""
+    return mesh_in_world_m(room.T_world_ct, spinous_tip_mm(room.patient.vertebra(level)))
 
 
 def _facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pybullet_data
 
 from twinsim.paths import cache_home
-from twinsim.sim.scene_config import NeedleGuideConfig, SceneConfigError, TrackerCameraConfig
+from twinsim.sim.scene_config import KinematicErrorConfig, NeedleGuideConfig, SceneConfigError, TrackerCameraConfig
 
 # Franka Emika Panda datasheet soft joint limits, rad (see ../shared/DESIGN.md).
 SOFT_LIMITS_RAD = np.array(
@@ -104,8 +104,28 @@ def _add_tracker_camera(robot: ET.Element, cfg: TrackerCameraConfig) -> None:
     _fixed_joint(robot, "tracker_optical_joint", "tracker_camera", CAMERA_LINK, cfg.mount_offset_m + d)
 
 
-def panda_urdf(tool: NeedleGuideConfig | TrackerCameraConfig, cache_dir: Path | None = None) -> Path:
-    """Write (once, keyed by content) the Panda URDF with soft limits and ``tool``; return its path."""
+def _perturb_joint_origins(robot: ET.Element, errors: KinematicErrorConfig) -> None:
+    """Shift and tilt every arm joint origin (and the flange's) by seeded errors: the "real" arm."""
+    rng = np.random.default_rng(errors.seed)
+    for joint in robot.iter("joint"):
+        if joint.get("name") not in (*ARM_JOINTS, "panda_joint8"):
+            continue
+        origin = joint.find("origin")
+        xyz = np.array(origin.get("xyz", "0 0 0").split(), dtype=float)
+        rpy = np.array(origin.get("rpy", "0 0 0").split(), dtype=float)
+        xyz += rng.normal(0.0, errors.link_offset_sd_mm * 1e-3, 3)
+        rpy += rng.normal(0.0, np.deg2rad(errors.link_angle_sd_deg), 3)
+        origin.set("xyz", " ".join(f"{v:.9f}" for v in xyz))
+        origin.set("rpy", " ".join(f"{v:.9f}" for v in rpy))
+
+
+def panda_urdf(tool: NeedleGuideConfig | TrackerCameraConfig, cache_dir: Path | None = None,
+               errors: KinematicErrorConfig | None = None) -> Path:
+    """Write (once, keyed by content) the Panda URDF with soft limits and ``tool``; return its path.
+
+    With ``errors`` the joint origins are perturbed (simulated reality); without, it is the
+    nominal model the twin uses.
+    """
     src_dir = Path(pybullet_data.getDataPath()) / "franka_panda"
     robot = ET.parse(src_dir / "panda.urdf").getroot()
     for el in list(robot):
@@ -122,6 +142,8 @@ def panda_urdf(tool: NeedleGuideConfig | TrackerCameraConfig, cache_dir: Path | 
             limit = joint.find("limit")
             limit.set("lower", str(lo))
             limit.set("upper", str(hi))
+    if errors is not None and (errors.link_offset_sd_mm or errors.link_angle_sd_deg):
+        _perturb_joint_origins(robot, errors)
     if isinstance(tool, NeedleGuideConfig):
         _add_needle_guide(robot, tool)
     else:

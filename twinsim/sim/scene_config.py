@@ -95,6 +95,26 @@ class TableConfig:
     column_x_m: float
 
 
+@dataclass(frozen=True)
+class KinematicErrorConfig:
+    """How far the simulated "real" arm departs from its nominal (datasheet) kinematics.
+
+    Each joint origin of the URDF is shifted and tilted by seeded Gaussian errors, each joint
+    encoder reads with a constant zero offset, and every move lands with a small random joint
+    error sized to the repeatability. All zero: the arm is its nominal model.
+    """
+
+    seed: int = 0
+    link_offset_sd_mm: float = 0.0  # per axis, on every joint origin
+    link_angle_sd_deg: float = 0.0  # per axis, on every joint origin
+    joint_zero_sd_deg: float = 0.0  # encoder zero offset per joint
+    repeatability_mm: float = 0.0  # ISO 9283 style: radius holding ~99 % of repeated arrivals
+
+    @property
+    def is_nominal(self) -> bool:
+        return not (self.link_offset_sd_mm or self.link_angle_sd_deg or self.joint_zero_sd_deg or self.repeatability_mm)
+
+
 @dataclass
 class RobotConfig:
     name: str
@@ -103,6 +123,7 @@ class RobotConfig:
     cart_size_m: np.ndarray  # footprint x, y; the cart reaches from the floor to the base
     home_q_rad: np.ndarray
     tool: str
+    kinematic_errors: KinematicErrorConfig = field(default_factory=KinematicErrorConfig)
 
 
 @dataclass
@@ -227,6 +248,7 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
             cart_size_m=rb.vec("cart_size_m", 2, positive=True),
             home_q_rad=rb.vec("home_q_rad", 7),
             tool=rb.text("tool", choices=("needle_guide", "tracker_camera")),
+            kinematic_errors=_kinematic_errors(rb),
         )
 
     ng = r.sub("needle_guide")
@@ -292,6 +314,20 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
         timestep_s=ph.num("timestep_s", positive=True), gravity_m_s2=ph.vec("gravity_m_s2", 3),
         image_size=(int(size[0]), int(size[1])), views=views, markers=_markers(r),
     )
+
+
+def _kinematic_errors(rb: _Reader) -> KinematicErrorConfig:
+    if "kinematic_errors" not in rb.data:
+        return KinematicErrorConfig()
+    k = rb.sub("kinematic_errors")
+    vals = {key: k.num(key, 0.0) for key in ("link_offset_sd_mm", "link_angle_sd_deg", "joint_zero_sd_deg", "repeatability_mm")}
+    for key, v in vals.items():
+        if v < 0:
+            raise SceneConfigError(f"{rb.source}: '{k._key(key)}' must be >= 0, got {v}")
+    if vals["link_offset_sd_mm"] > 20 or vals["link_angle_sd_deg"] > 2 or vals["joint_zero_sd_deg"] > 2:
+        raise SceneConfigError(f"{rb.source}: '{k.where}' holds errors far beyond any real arm ({vals}); "
+                               "lengths are mm and angles degrees")
+    return KinematicErrorConfig(seed=int(k.num("seed", 0)), **vals)
 
 
 def _markers(r: _Reader) -> dict[str, dict]:

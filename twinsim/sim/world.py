@@ -109,6 +109,14 @@ class OperatingRoom:
         pb.setJointMotorControlArray(h.body, h.joint_indices, pb.POSITION_CONTROL, targetPositions=q.tolist(),
                                      forces=[87.0] * 4 + [12.0] * 3, physicsClientId=self.client)
 
+    def base_pose(self, robot: str) -> np.ndarray:
+        """World pose (metres) of a robot's base link frame (``base_op``/``base_nav``)."""
+        h = self.robots[robot]
+        pos, orn = pb.getBasePositionAndOrientation(h.body, physicsClientId=self.client)
+        # PyBullet reports the base's centre of mass; the URDF frame sits at its inertial offset.
+        local = pb.getDynamicsInfo(h.body, -1, physicsClientId=self.client)[3:5]
+        return frames.pose_to_transform(pos, orn) @ frames.invert(frames.pose_to_transform(*local))
+
     def link_pose(self, robot: str, link: str) -> np.ndarray:
         """World pose (metres) of a robot link frame."""
         h = self.robots[robot]
@@ -125,9 +133,7 @@ class OperatingRoom:
         g = frames.FrameGraph()
         g.set("world", "ct", self.T_world_ct)
         for name, tag in (("operation", "op"), ("navigation", "nav")):
-            h = self.robots[name]
-            pos, orn = pb.getBasePositionAndOrientation(h.body, physicsClientId=self.client)
-            T_world_base = frames.pose_to_transform(pos, orn)
+            T_world_base = self.base_pose(name)
             g.set("world", f"base_{tag}", T_world_base)
             g.set(f"base_{tag}", f"flange_{tag}", frames.invert(T_world_base) @ self.link_pose(name, panda.FLANGE_LINK))
         g.set("flange_op", "tool", frames.invert(self.link_pose("operation", panda.FLANGE_LINK))
@@ -205,7 +211,7 @@ def mesh_in_world_m(T_world_ct: np.ndarray, vertices_ct_mm: np.ndarray) -> np.nd
 
 def _add_robot(client: int, cfg: SceneConfig, rc: RobotConfig) -> RobotHandle:
     tool = cfg.needle_guide if rc.tool == "needle_guide" else cfg.tracker_camera
-    urdf = panda.panda_urdf(tool)
+    urdf = panda.panda_urdf(tool, errors=rc.kinematic_errors)  # the room is reality: the arm as built
     q0 = panda.check_joint_positions(rc.home_q_rad, f"robots.{rc.name}.home_q_rad in {cfg.path}")
     quat = frames.matrix_to_quat_xyzw(frames.rpy_to_matrix(np.deg2rad(rc.base_rpy_deg)))
     body = pb.loadURDF(str(urdf), basePosition=rc.base_xyz_m.tolist(), baseOrientation=quat.tolist(),

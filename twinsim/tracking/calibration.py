@@ -31,7 +31,7 @@ class PivotResult:
     rotation_spread_deg: np.ndarray  # RMS rotation about the three principal axes of the motion
 
 
-def _rotation_spread_deg(R: np.ndarray) -> np.ndarray:
+def rotation_spread_deg(R: np.ndarray) -> np.ndarray:
     mean = Rotation.from_matrix(R).mean()
     rv = (mean.inv() * Rotation.from_matrix(R)).as_rotvec()
     return np.degrees(np.sqrt(np.linalg.svd(rv.T @ rv / len(rv), compute_uv=False)))
@@ -45,7 +45,7 @@ def pivot_calibrate(T_cam_tool_mm: np.ndarray) -> PivotResult:
     T = T[np.isfinite(T[:, :3, :]).all(axis=(1, 2))]
     if len(T) < MIN_PIVOT_FRAMES:
         raise CalibrationError(f"pivot calibration needs at least {MIN_PIVOT_FRAMES} tracked poses, got {len(T)}")
-    spread = _rotation_spread_deg(T[:, :3, :3])
+    spread = rotation_spread_deg(T[:, :3, :3])
     if spread[1] < MIN_SECOND_AXIS_DEG:
         raise CalibrationError(
             f"pivot poses rotate about one axis only (spread {np.round(spread, 1).tolist()} deg): the tip position "
