@@ -49,15 +49,18 @@ class ToolIndex:
         handles, names = tracker.get_tool_descriptions()
         self.handle = {str(n): int(h) for h, n in zip(handles, names, strict=True)}
 
-    def pose(self, frame_list: Sequence[tuple], name: str) -> np.ndarray:
+    def _handle(self, name: str) -> int:
         if name not in self.handle:
             raise TrackingLost(f"the tracker has no tool {name!r}; it tracks {sorted(self.handle)}")
-        return mean_pose(tool_poses(frame_list, self.handle[name]), name)
+        return self.handle[name]
+
+    def pose(self, frame_list: Sequence[tuple], name: str) -> np.ndarray:
+        return mean_pose(tool_poses(frame_list, self._handle(name)), name)
 
     def pose_in(self, frame_list: Sequence[tuple], name: str, fixed: str) -> np.ndarray:
         """``T_fixed_name`` averaged over frames, each frame's pose taken relative to ``fixed`` first."""
-        a = tool_poses(frame_list, self.handle[name])
-        b = tool_poses(frame_list, self.handle[fixed])
+        a = tool_poses(frame_list, self._handle(name))
+        b = tool_poses(frame_list, self._handle(fixed))
         rel = np.array([frames.invert(B) @ A if np.isfinite(A[:3]).all() and np.isfinite(B[:3]).all()
                         else np.full((4, 4), np.nan) for A, B in zip(a, b, strict=True)])
         return mean_pose(rel, f"{name} relative to {fixed}")
