@@ -17,6 +17,17 @@ class IKError(ValueError):
     """The target pose cannot be reached within the joint limits."""
 
 
+def arm_indices(client: int, body: int, arm_joints: tuple[str, ...]) -> tuple[dict[str, int], list[int]]:
+    """(link name -> index, indices of the named arm joints in order) of a loaded body."""
+    link_index, joints = {}, []
+    for j in range(pb.getNumJoints(body, physicsClientId=client)):
+        info = pb.getJointInfo(body, j, physicsClientId=client)
+        link_index[info[12].decode()] = j
+        if info[1].decode() in arm_joints:
+            joints.append(j)
+    return link_index, joints
+
+
 def set_joints(client: int, body: int, joints: list[int], q_rad: np.ndarray) -> None:
     for j, qi in zip(joints, q_rad, strict=True):
         pb.resetJointState(body, j, float(qi), physicsClientId=client)

@@ -21,6 +21,7 @@ from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.sim import panda
 from twinsim.sim.bodies import box_body, mesh_body
 from twinsim.sim.carm_body import create_carm_body
+from twinsim.sim.kinematics import arm_indices
 from twinsim.sim.scene_config import RobotConfig, SceneConfig, load_scene_config
 
 TABLE_RGBA = (0.55, 0.58, 0.62, 1.0)
@@ -216,12 +217,7 @@ def _add_robot(client: int, cfg: SceneConfig, rc: RobotConfig) -> RobotHandle:
     quat = frames.matrix_to_quat_xyzw(frames.rpy_to_matrix(np.deg2rad(rc.base_rpy_deg)))
     body = pb.loadURDF(str(urdf), basePosition=rc.base_xyz_m.tolist(), baseOrientation=quat.tolist(),
                        useFixedBase=True, flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=client)
-    link_index, joints = {}, []
-    for j in range(pb.getNumJoints(body, physicsClientId=client)):
-        info = pb.getJointInfo(body, j, physicsClientId=client)
-        link_index[info[12].decode()] = j
-        if info[1].decode() in panda.ARM_JOINTS:
-            joints.append(j)
+    link_index, joints = arm_indices(client, body, panda.ARM_JOINTS)
     height = rc.base_xyz_m[2]
     cart = box_body(client, [*rc.cart_size_m, height], [rc.base_xyz_m[0], rc.base_xyz_m[1], height / 2], CART_RGBA)
     h = RobotHandle(rc.name, body, joints, link_index, cart, rc)

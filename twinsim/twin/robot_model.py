@@ -11,7 +11,7 @@ import numpy as np
 import pybullet as pb
 
 from twinsim.sim import panda
-from twinsim.sim.kinematics import link_pose_m, set_joints, solve_ik
+from twinsim.sim.kinematics import arm_indices, link_pose_m, set_joints, solve_ik
 from twinsim.sim.scene_config import NeedleGuideConfig, TrackerCameraConfig
 
 
@@ -20,13 +20,7 @@ class NominalPanda:
         self.client = pb.connect(pb.DIRECT)
         urdf = panda.panda_urdf(tool)
         self.body = pb.loadURDF(str(urdf), useFixedBase=True, physicsClientId=self.client)
-        self.link_index: dict[str, int] = {}
-        self.joints: list[int] = []
-        for j in range(pb.getNumJoints(self.body, physicsClientId=self.client)):
-            info = pb.getJointInfo(self.body, j, physicsClientId=self.client)
-            self.link_index[info[12].decode()] = j
-            if info[1].decode() in panda.ARM_JOINTS:
-                self.joints.append(j)
+        self.link_index, self.joints = arm_indices(self.client, self.body, panda.ARM_JOINTS)
 
     def fk_m(self, q_rad: np.ndarray, link: str = panda.FLANGE_LINK) -> np.ndarray:
         """``T_base_link`` (metres) at joint positions ``q_rad``."""
