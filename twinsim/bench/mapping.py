@@ -80,16 +80,18 @@ class _Truth:
     def __init__(self, room: OperatingRoom, vega: Any) -> None:
         self.room, self.ref = room, tool(vega, "patient_reference")
 
+    def _T_ref_world_mm(self) -> np.ndarray:
+        return frames.invert(frames.scale_translation(self.ref.T_world_tool_m(), 1000.0))
+
     def tip_ref_mm(self) -> np.ndarray:
-        T_world_ref = frames.scale_translation(self.ref.T_world_tool_m(), 1000.0)
         tip_world = frames.scale_translation(self.room.link_pose("operation", panda.TOOL_TIP_LINK), 1000.0)[:3, 3]
-        return frames.transform_points(frames.invert(T_world_ref), tip_world)
+        return frames.transform_points(self._T_ref_world_mm(), tip_world)
 
     def T_ref_ct(self) -> np.ndarray:
-        return frames.invert(frames.scale_translation(self.ref.T_world_tool_m(), 1000.0)) @ frames.scale_translation(self.room.T_world_ct, 1000.0)
+        return self._T_ref_world_mm() @ frames.scale_translation(self.room.T_world_ct, 1000.0)
 
     def T_ref_base(self) -> np.ndarray:
-        return frames.invert(frames.scale_translation(self.ref.T_world_tool_m(), 1000.0)) @ frames.scale_translation(self.room.base_pose("operation"), 1000.0)
+        return self._T_ref_world_mm() @ frames.scale_translation(self.room.base_pose("operation"), 1000.0)
 
 
 def run_mapping_bench(scene: str | Path | None = None, n_points: int = 10, seed: int = 0, tol_mm: float = 0.25,

@@ -145,7 +145,7 @@ def run_calibration(room: OperatingRoom, vega: SimulatedVega, arm: SimulatedArm,
 
     # 4. Patient registration: fiducials, then bone surface points on the posterior elements.
     names, fid_ct = _fiducials_ct_mm(room)
-    fid_world = mesh_in_world_m(room.T_world_ct, fid_ct + _tangent_noise(rng, len(fid_ct), s.fiducial_fle_mm))
+    fid_world = mesh_in_world_m(room.T_world_ct, fid_ct + rng.normal(0.0, s.fiducial_fle_mm / np.sqrt(3), fid_ct.shape))
     fid_ref = _touch_tips_ref(vega, idx, fid_world, piv.tip_offset_mm, true_tip, s.frames_per_pose, s.seed)
     ok = np.isfinite(fid_ref).all(axis=1)
     if ok.sum() < 3:
@@ -168,10 +168,6 @@ def run_calibration(room: OperatingRoom, vega: SimulatedVega, arm: SimulatedArm,
     return CalibrationSet(T_flange_marker=rw.T_flange_marker_mm, T_ref_base=rw.T_fixed_base_mm, T_flange_tool=T_flange_tool,
                           T_ref_ct=sr.T_fixed_moving_mm, pointer_tip_mm=piv.tip_offset_mm, needle_tip_mm=tip_piv.tip_offset_mm,
                           residuals=residuals)
-
-
-def _tangent_noise(rng: np.random.Generator, n: int, rms_mm: float) -> np.ndarray:
-    return rng.normal(0.0, rms_mm / np.sqrt(3), (n, 3))
 
 
 def _surface_points_ct(room: OperatingRoom, n: int, rng: np.random.Generator) -> tuple[SurfaceMesh, np.ndarray]:

@@ -37,6 +37,15 @@ def rotation_spread_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.sqrt(np.linalg.svd(rv.T @ rv / len(rv), compute_uv=False)))
 
 
+def require_two_rotation_axes(R: np.ndarray, min_deg: float, what: str, consequence: str) -> np.ndarray:
+    """The rotation spread of poses (N, 3, 3); a CalibrationError when it has fewer than two axes."""
+    spread = rotation_spread_deg(R)
+    if spread[1] < min_deg:
+        raise CalibrationError(f"{what} about one axis only (spread {np.round(spread, 1).tolist()} deg): {consequence} "
+                               f"(> {min_deg} deg about each of two axes)")
+    return spread
+
+
 def pivot_calibrate(T_cam_tool_mm: np.ndarray) -> PivotResult:
     """Pivot calibration from tracker poses (N, 4, 4) in mm; missing (NaN) frames are dropped."""
     T = np.asarray(T_cam_tool_mm, dtype=np.float64)
@@ -45,12 +54,8 @@ def pivot_calibrate(T_cam_tool_mm: np.ndarray) -> PivotResult:
     T = T[np.isfinite(T[:, :3, :]).all(axis=(1, 2))]
     if len(T) < MIN_PIVOT_FRAMES:
         raise CalibrationError(f"pivot calibration needs at least {MIN_PIVOT_FRAMES} tracked poses, got {len(T)}")
-    spread = rotation_spread_deg(T[:, :3, :3])
-    if spread[1] < MIN_SECOND_AXIS_DEG:
-        raise CalibrationError(
-            f"pivot poses rotate about one axis only (spread {np.round(spread, 1).tolist()} deg): the tip position "
-            f"along that axis is undetermined; tilt the tool in two directions (> {MIN_SECOND_AXIS_DEG} deg each)"
-        )
+    spread = require_two_rotation_axes(T[:, :3, :3], MIN_SECOND_AXIS_DEG, "pivot poses rotate",
+                                       "the tip position along that axis is undetermined; tilt the tool in two directions")
     offset, pivot, residual = pivot_calibration(T)
     # Least squares R_i p + t_i = q for x = (p, q): covariance sigma^2 (A^T A)^-1 with A_i = [R_i, -I].
     A = np.concatenate([np.hstack([Ti[:3, :3], -np.eye(3)]) for Ti in T])

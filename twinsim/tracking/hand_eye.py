@@ -21,7 +21,7 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
-from twinsim.tracking.calibration import CalibrationError, rotation_spread_deg
+from twinsim.tracking.calibration import CalibrationError, require_two_rotation_axes, rotation_spread_deg
 
 MIN_POSES = 6
 MIN_ROTATION_SPREAD_DEG = 5.0  # about the second principal axis of the flange's rotations
@@ -47,11 +47,8 @@ def _check(T_base_flange_mm: np.ndarray, T_fixed_marker_mm: np.ndarray) -> tuple
     A, B = A[keep], B[keep]
     if len(A) < MIN_POSES:
         raise CalibrationError(f"hand-eye calibration needs at least {MIN_POSES} poses with the marker tracked, got {len(A)}")
-    spread = rotation_spread_deg(B[:, :3, :3])
-    if spread[1] < MIN_ROTATION_SPREAD_DEG:
-        raise CalibrationError(
-            f"the flange rotates about one axis only (spread {np.round(spread, 1).tolist()} deg): hand-eye calibration "
-            f"is undetermined along that axis; rotate about at least two axes (> {MIN_ROTATION_SPREAD_DEG} deg each)")
+    require_two_rotation_axes(B[:, :3, :3], MIN_ROTATION_SPREAD_DEG, "the flange rotates",
+                              "hand-eye calibration is undetermined along that axis; rotate the flange")
     return A, B
 
 
