@@ -226,8 +226,60 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from twinsim.anatomy.ssm import load_model
+    from twinsim.imaging.acquisition import load_acquisition
+    from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
+    from twinsim.recon.initialization import load_clicks
+    from twinsim.recon.overlay import write_overlay
+    from twinsim.recon.similarity import LOSSES
+    from twinsim.report import atomic_output, table, write_json
+
+    if len(args.image) != 2:
+        raise SystemExit(f"twinsim reconstruct: give exactly two --image files, got {len(args.image)}")
+    acqs = [load_acquisition(p) for p in args.image]
+    clicks = load_clicks(args.landmarks, n_views=2)
+    level = args.level.upper()
+    model = load_model(args.model or default_model_name(level))
+    settings = FitSettings(seed=args.seed, backend=args.backend)
+    r = reconstruct(model, acqs, clicks, settings, loss=LOSSES[args.loss](), progress=True, device=args.device)
+    out = Path(args.out)
+    stem = out / f"{level}_reconstruction"
+    mesh = r.mesh()
+    # Write everything to temporary names first, so a failure leaves no partial set of outputs.
+    for suffix in (".ply", ".stl"):
+        with atomic_output(stem.with_suffix(suffix)) as tmp:
+            mesh.write(tmp)
+    write_json(stem.with_suffix(".json"), {"format": "twinsim-reconstruction/1", "level": level,
+                                           "images": [str(Path(p).name) for p in args.image], **r.summary()})
+    write_overlay(out / f"{level}_overlay.png", acqs, r.initial_vertices_mm, r.vertices_mm, r.faces,
+                  title=f"{level}: initial (yellow, dashed) vs fitted (red); model {model.name}, loss {r.loss_name}")
+    print(table(["level", "model", "init", "landmarks", "loss", "runs", "seconds"],
+                [[level, model.name, r.initial.method, len(r.initial.landmarks), f"{r.loss:.4f}", r.runs, f"{r.wall_s:.1f}"]]))
+    print(f"wrote {stem}.ply, .stl, .json and {out / f'{level}_overlay.png'} (frame {r.frame}, mm)")
+    return 0
+
+
+def _bench_patient(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
+    """CT, label map and label table for a benchmark: --ct/--labels, or the example patient."""
+    from twinsim.anatomy.example import example_patient
+
+    if args.ct or args.labels:
+        if not (args.ct and args.labels):
+            raise SystemExit(f"twinsim bench {args.what}: give both --ct and --labels (or neither for the example patient)")
+        return Path(args.ct), Path(args.labels), args.label_table
+    ex = example_patient()
+    return ex.ct, ex.labels, ex.label_table
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/bench_{args.what}.json")
+    if args.what == "recon":
+        from twinsim.bench.recon import main
+
+        ct, labels, table_ = _bench_patient(args)
+        levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
+        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None)
     if args.what == "mapping":
         from twinsim.bench.mapping import main
 
@@ -237,16 +289,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return main(args.scene, out, args.cold_repeats, args.warm_repeats)
     if args.what == "xray":
-        from twinsim.anatomy.example import example_patient
         from twinsim.bench.xray import main
 
-        if args.ct or args.labels:
-            if not (args.ct and args.labels):
-                raise SystemExit("twinsim bench xray: give both --ct and --labels (or neither for the example patient)")
-            ct, labels, table = Path(args.ct), Path(args.labels), args.label_table
-        else:
-            ex = example_patient()
-            ct, labels, table = ex.ct, ex.labels, ex.label_table
+        ct, labels, table = _bench_patient(args)
         return main(ct, labels, table, args.level, out, args.repeats, reference=not args.no_reference)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
@@ -315,24 +360,46 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="tracker noise and motion seed (default 0)")
     c.set_defaults(func=cmd_calibrate)
 
+    rc = sub.add_parser("reconstruct", help="fit the vertebra shape model to two X-rays (pose + shape), write mesh, JSON, overlay",
+                        description="Spine-DART-style reconstruction: 2D landmarks in both images are triangulated (DLT) and "
+                                    "aligned to the model's (Procrustes) for the starting pose, then pose and shape are fitted by "
+                                    "differentiable Gaussian splatting against both X-rays, coarse to fine. Images are twinsim-xray/1 "
+                                    "acquisitions (16-bit PNG + JSON sidecar with the projection geometry; simulated or from a "
+                                    "calibrated C-arm). Writes <LEVEL>_reconstruction.ply/.stl/.json and <LEVEL>_overlay.png.")
+    rc.add_argument("--image", action="append", required=True, help="X-ray PNG with its .json sidecar beside it (twice)")
+    rc.add_argument("--landmarks", required=True, help="twinsim-landmarks/1 JSON: 2D landmarks per view, in the order of --image")
+    rc.add_argument("--level", required=True, help="vertebra level, e.g. L1 (picks the shape model)")
+    rc.add_argument("--model", help="shape model: L1, lumbar or a path to an .npz (default: by level)")
+    rc.add_argument("--loss", choices=["ncc+gradncc", "ncc"], default="ncc+gradncc", help="image similarity (default ncc+gradncc)")
+    rc.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto", help="splatting backend (default: gsplat on CUDA, else torch)")
+    rc.add_argument("--device", default="cpu", help="torch device (default cpu; cuda for the gsplat backend)")
+    rc.add_argument("--seed", type=int, default=0, help="restart perturbation seed (default 0)")
+    rc.add_argument("-o", "--out", default="out/recon", help="output folder (default out/recon)")
+    rc.set_defaults(func=cmd_reconstruct)
+
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
                        description="scene: scene build time with a cold and a warm cache, physics step rate with both arms. "
                                    "xray: DRRs per second at 256^2 and 512^2, nanodrr vs diffdrr's Siddon renderer "
                                    "(same CT, same geometry, same run), on CPU and, where present, on CUDA. "
                                    "mapping: seed 004's Tables 2 and 3, real-to-virtual and virtual-to-real (open and closed "
-                                   "loop) errors over 10 tool-tip points, with a PNG like its Figures 6 and 10.")
-    b.add_argument("what", choices=["scene", "xray", "mapping"], help="which benchmark")
+                                   "loop) errors over 10 tool-tip points, with a PNG like its Figures 6 and 10. "
+                                   "recon: vertebra reconstruction from AP+LAT and random view pairs of DRRs with simulated "
+                                   "clicks; ours vs NCC-only baseline vs initialization; DICE, NSD, HD95, MSD, s/vertebra.")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
     b.add_argument("--warm-repeats", type=int, default=5, help="scene: warm builds (default 5)")
-    b.add_argument("--ct", help="xray: CT NIfTI (default: the example patient)")
-    b.add_argument("--labels", help="xray: label map NIfTI")
-    b.add_argument("--label-table", help="xray: label table (CSV or JSON)")
+    b.add_argument("--ct", help="xray, recon: CT NIfTI (default: the example patient)")
+    b.add_argument("--labels", help="xray, recon: label map NIfTI")
+    b.add_argument("--label-table", help="xray, recon: label table (CSV or JSON)")
+    b.add_argument("--levels", help="recon: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
+    b.add_argument("--pairs", type=int, default=20, help="recon: random view pairs per level (default 20)")
+    b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct)")
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
-    b.add_argument("--seed", type=int, default=0, help="mapping: seed (default 0)")
+    b.add_argument("--seed", type=int, default=0, help="mapping, recon: seed (default 0)")
     b.add_argument("--calibration", help="mapping: use this calibration file instead of calibrating first")
     b.set_defaults(func=cmd_bench)
     return p
@@ -346,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.ssm import ShapeModelError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
+    from twinsim.recon.initialization import InitializationError
+    from twinsim.recon.renderer import RenderError
     from twinsim.sim.kinematics import IKError
     from twinsim.sim.scene_config import SceneConfigError
     from twinsim.tracking.calibration import CalibrationError
@@ -355,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate"}
+    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
@@ -363,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
             GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
-            IKError, MarkerError) as exc:
+            IKError, MarkerError, InitializationError, RenderError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,216 @@
+"""Starting pose of the shape model from 2D landmarks in two views (seed 000, section 4.3).
+
+The clinician (or, later, a detector) marks the same anatomical landmarks in both X-rays.
+Each landmark seen in both is triangulated from the two projection matrices (linear DLT);
+a rigid Procrustes fit of the model's mean landmarks to the triangulated points gives the
+starting pose. With fewer than three usable landmarks, the fallback of seed 000 uses the
+"backup landmarks" (vertebral centroid, superior, inferior, left, right) and a spatial prior
+on the vertebra's orientation in the image frame to fix what the points cannot.
+
+Clicks file (``twinsim-landmarks/1``), one entry per view in the order of the images::
+
+    {"format": "twinsim-landmarks/1", "level": "L1",
+     "views": [{"image": "AP.png", "landmarks_px": {"spinous_process_tip": [u, v], ...}}, ...]}
+
+Pixel coordinates follow the acquisition's convention (pixel (row i, col j) centre at
+(j + 0.5, i + 0.5)).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinsim import frames
+from twinsim.anatomy.ssm import ShapeModel
+from twinsim.imaging.projection import ProjectionGeometry
+from twinsim.report import atomic_output
+
+FORMAT = "twinsim-landmarks/1"
+MIN_VIEW_SEPARATION_DEG = 5.0
+# What a clinician can point at on a radiograph of a vertebra (model annotation names).
+CLICKABLE = ("body_centroid", "superior_endplate_centre", "inferior_endplate_centre", "canal_centre",
+             "left_pedicle_centre", "right_pedicle_centre", "spinous_process_tip",
+             "left_transverse_process_tip", "right_transverse_process_tip")
+# Seed 000's backup landmarks, as model annotations.
+BACKUP = {"centroid": "body_centroid", "superior": "superior_endplate_centre", "inferior": "inferior_endplate_centre",
+          "left": "left_transverse_process_tip", "right": "right_transverse_process_tip"}
+# Three points closer to a line than this (mm, model frame) do not fix a rotation.
+MIN_SPREAD_MM = 3.0
+
+
+class InitializationError(ValueError):
+    """The landmarks or views cannot give a starting pose (too few, degenerate, outside the image)."""
+
+
+@dataclass
+class Clicks:
+    """2D landmarks per view: ``views[i][name] = (u, v)`` pixels."""
+
+    views: list[dict[str, np.ndarray]]
+    level: str | None = None
+    images: list[str | None] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        data = {"format": FORMAT, "level": self.level,
+                "views": [{"image": (self.images[i] if i < len(self.images) else None),
+                           "landmarks_px": {k: [float(x) for x in v] for k, v in view.items()}}
+                          for i, view in enumerate(self.views)]}
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+        return Path(path)
+
+
+def canonical_name(name: str) -> str:
+    return BACKUP.get(name, name)
+
+
+def load_clicks(path: str | Path, n_views: int | None = None) -> Clicks:
+    """Read a clicks file; names may be model annotations or backup names (centroid, superior, ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InitializationError(f"landmarks file not found: {path}")
+    try:
+        d: Any = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InitializationError(f"landmarks file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("views"), list):
+        raise InitializationError(f"landmarks file {path} must be a {FORMAT!r} object with a 'views' list")
+    if n_views is not None and len(d["views"]) != n_views:
+        raise InitializationError(f"landmarks file {path} has {len(d['views'])} views but {n_views} images were given")
+    views, images = [], []
+    for i, v in enumerate(d["views"]):
+        pts = v.get("landmarks_px") if isinstance(v, dict) else None
+        if not isinstance(pts, dict):
+            raise InitializationError(f"landmarks file {path}: view {i} needs a 'landmarks_px' object")
+        view = {}
+        for name, uv in pts.items():
+            try:
+                a = np.asarray(uv, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InitializationError(f"landmarks file {path}: view {i} '{name}' is not a pair of numbers") from exc
+            if a.shape != (2,) or not np.all(np.isfinite(a)):
+                raise InitializationError(f"landmarks file {path}: view {i} '{name}' must be [u, v] in pixels, got {uv!r}")
+            view[canonical_name(str(name))] = a
+        views.append(view)
+        images.append(v.get("image"))
+    return Clicks(views, d.get("level"), images)
+
+
+def view_separation_deg(a: ProjectionGeometry, b: ProjectionGeometry) -> float:
+    """Angle between the two beams' central rays."""
+    return float(np.degrees(np.arccos(np.clip(a.beam_direction @ b.beam_direction, -1.0, 1.0))))
+
+
+def check_views(geoms: Sequence[ProjectionGeometry]) -> None:
+    if len(geoms) != 2:
+        raise InitializationError(f"reconstruction needs exactly two views, got {len(geoms)}")
+    if geoms[0].frame != geoms[1].frame:
+        raise InitializationError(f"the two views' geometries are in different frames ({geoms[0].frame!r}, {geoms[1].frame!r})")
+    sep = view_separation_deg(*geoms)
+    if sep < MIN_VIEW_SEPARATION_DEG:
+        raise InitializationError(
+            f"the two views are only {sep:.1f} deg apart (need >= {MIN_VIEW_SEPARATION_DEG:.0f}): depth cannot be "
+            "triangulated from nearly parallel beams; take the second X-ray from another angle")
+
+
+def triangulate_dlt(Ps: Sequence[np.ndarray], uvs: Sequence[np.ndarray]) -> np.ndarray:
+    """Linear triangulation (DLT) of N points seen in each of the views: ``uvs[i]`` is (N, 2) -> (N, 3)."""
+    uvs = [np.asarray(u, dtype=np.float64).reshape(-1, 2) for u in uvs]
+    n = len(uvs[0])
+    out = np.empty((n, 3))
+    for k in range(n):
+        rows = []
+        for P, uv in zip(Ps, uvs, strict=True):
+            P = np.asarray(P, dtype=np.float64)
+            rows += [uv[k, 0] * P[2] - P[0], uv[k, 1] * P[2] - P[1]]
+        A = np.array(rows)
+        A /= np.linalg.norm(A, axis=1, keepdims=True)  # each equation in the same units: better conditioned
+        X = np.linalg.svd(A)[2][-1]
+        if abs(X[3]) < 1e-12:
+            raise InitializationError("a landmark triangulates to infinity (its rays are parallel)")
+        out[k] = X[:3] / X[3]
+    return out
+
+
+@dataclass
+class InitialPose:
+    T_frame_model: np.ndarray  # model -> image frame (mm)
+    method: str  # "landmarks" or "backup"
+    landmarks: list[str]
+    points_mm: np.ndarray  # triangulated (N, 3), frame
+    reprojection_px: float  # mean reprojection error of the triangulated points
+
+
+def _in_image(uv: np.ndarray, g: ProjectionGeometry) -> bool:
+    return bool(0 <= uv[0] <= g.width_px and 0 <= uv[1] <= g.height_px)
+
+
+def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks: Clicks,
+                 R_frame_model_prior: np.ndarray | None = None, allow_fallback: bool = True) -> InitialPose:
+    """Starting pose from the clicks; see the module docstring for the fallback.
+
+    ``R_frame_model_prior``: the vertebra's expected orientation (model axes RAS) in the
+    geometry frame. Defaults to identity when the frame is ``ct`` (a RAS CT frame).
+    """
+    check_views(geoms)
+    if len(clicks.views) != 2:
+        raise InitializationError(f"need landmarks for two views, got {len(clicks.views)}")
+    for i, (view, g) in enumerate(zip(clicks.views, geoms, strict=True)):
+        outside = [n for n, uv in view.items() if not _in_image(uv, g)]
+        if outside:
+            raise InitializationError(
+                f"view {i}: landmarks {', '.join(sorted(outside))} lie outside the {g.width_px}x{g.height_px} image: "
+                "the vertebra must be inside both X-rays")
+    known = set(model.annotations)
+    common = [n for n in clicks.views[0] if n in clicks.views[1] and n in known]
+    unknown = sorted((set(clicks.views[0]) | set(clicks.views[1])) - known)
+    if unknown:
+        raise InitializationError(f"unknown landmark names {', '.join(unknown)}: use {', '.join(CLICKABLE)} "
+                                  f"or the backup names {', '.join(BACKUP)}")
+    Ps = [g.P for g in geoms]
+    pts = triangulate_dlt(Ps, [np.array([v[n] for n in common]).reshape(-1, 2) for v in clicks.views]) if common else np.zeros((0, 3))
+    reproj = [np.linalg.norm(g.project(pts) - np.array([v[n] for n in common]), axis=1) for g, v in
+              zip(geoms, clicks.views, strict=True)] if common else [np.zeros(0)]
+    mean_reproj = float(np.mean(np.concatenate(reproj))) if common else float("nan")
+    mean_pts = model.annotation_points(model.mean_mm)
+    src = np.array([mean_pts[n] for n in common]).reshape(-1, 3)
+    spread = np.linalg.svd(src - src.mean(0), compute_uv=False)[1] / np.sqrt(len(src)) if len(src) >= 3 else 0.0
+    if len(common) >= 3 and spread >= MIN_SPREAD_MM:
+        T = frames.rigid_fit(src, pts)
+        return InitialPose(T, "landmarks", common, pts, mean_reproj)
+
+    why = (f"only {len(common)} landmark(s) are marked in both views ({', '.join(common) or 'none'})" if len(common) < 3
+           else f"the {len(common)} landmarks common to both views lie on a line")
+    if R_frame_model_prior is None and geoms[0].frame == "ct":
+        R_frame_model_prior = np.eye(3)
+    centre = BACKUP["centroid"]
+    axis_pts = [BACKUP["superior"], BACKUP["inferior"]]
+    if not allow_fallback or R_frame_model_prior is None or centre not in common or not any(a in common for a in axis_pts):
+        hint = ("" if allow_fallback and R_frame_model_prior is not None else
+                " (the backup fallback is off or has no orientation prior for this frame)")
+        raise InitializationError(
+            f"cannot initialise the pose: {why}. Mark >= 3 landmarks in both views, or the backup landmarks "
+            f"'centroid' and 'superior' or 'inferior'{hint}")
+    # Backup: rotate the prior so the model's superior-inferior axis meets the triangulated one; the
+    # prior fixes the roll about it. Translation puts the model centroid landmark on its point.
+    p = dict(zip(common, pts, strict=True))
+    m = mean_pts
+    if BACKUP["superior"] in p and BACKUP["inferior"] in p:
+        d_img, d_mod = p[BACKUP["superior"]] - p[BACKUP["inferior"]], m[BACKUP["superior"]] - m[BACKUP["inferior"]]
+    else:
+        other = next(a for a in axis_pts if a in p)
+        d_img, d_mod = p[other] - p[centre], m[other] - m[centre]
+    R0 = np.asarray(R_frame_model_prior, dtype=np.float64)
+    a = R0 @ d_mod / np.linalg.norm(d_mod)
+    b = d_img / np.linalg.norm(d_img)
+    axis = np.cross(a, b)
+    angle = float(np.arctan2(np.linalg.norm(axis), a @ b))
+    R = (frames.rotation_about_axis(axis / np.linalg.norm(axis), angle) if np.linalg.norm(axis) > 1e-9 else np.eye(3)) @ R0
+    T = frames.make_transform(R, p[centre] - R @ m[centre])
+    return InitialPose(T, "backup", common, pts, mean_reproj)
