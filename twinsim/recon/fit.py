@@ -128,11 +128,11 @@ class _Problem:
         self.t0 = torch.as_tensor(init.T_frame_model[:3, 3], dtype=dt, device=device)
         v0 = frames.transform_points(init.T_frame_model, model.mean_mm)
         self.centre = torch.as_tensor(v0.mean(0), dtype=dt, device=device)
+        boxes = [roi_box(a.geometry, v0, s.roi_margin_mm, i) for i, a in enumerate(acqs)]
         self.levels = []
         for mm in s.pyramid_mm:
             cams, targets = [], []
-            for i, a in enumerate(acqs):
-                box = roi_box(a.geometry, v0, s.roi_margin_mm, i)
+            for a, box in zip(acqs, boxes, strict=True):
                 factor = max(1, int(round(mm * _magnification_px_per_mm(a.geometry, v0.mean(0)))))
                 cams.append(camera_for(a.geometry, box, factor).to(device, dt))
                 targets.append(torch.as_tensor(crop_image(a.image, box, factor), device=device))

@@ -21,7 +21,7 @@ NSD_TOLERANCES_MM = (1.0, 2.0)
 SURFACE_SAMPLES = 20000
 
 
-def voxelize(mesh: SurfaceMesh, affine_mm: np.ndarray, shape: tuple[int, ...], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def voxelize(mesh: SurfaceMesh, affine_mm: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Occupancy of voxel centres ``[lo, hi)`` of a grid (index -> mm ``affine_mm``) by a closed mesh."""
     axes = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
     ijk = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -36,7 +36,7 @@ def dice_on_grid(mesh: SurfaceMesh, mask: np.ndarray, affine_mm: np.ndarray, pad
     mlo, mhi = mask_bounds(mask, pad=pad_vox)
     lo = np.maximum(0, np.minimum(mlo, np.floor(ijk.min(0)).astype(int) - pad_vox))
     hi = np.minimum(mask.shape, np.maximum(mhi, np.ceil(ijk.max(0)).astype(int) + pad_vox + 1))
-    rec = voxelize(mesh, affine_mm, mask.shape, lo, hi)
+    rec = voxelize(mesh, affine_mm, lo, hi)
     gt = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     total = rec.sum() + gt.sum()
     return float(2.0 * np.logical_and(rec, gt).sum() / total) if total else 0.0
