@@ -138,12 +138,26 @@ def test_round_trip_recovers_pose_and_shape(model):
     init = InitialPose(T0, "landmarks", [], np.zeros((0, 3)), 0.0)
     start_err = np.linalg.norm(frames.transform_points(T0, model.mean_mm) - truth, axis=1).mean()
     s = FitSettings(n_modes=5, landmark_weight=0.0, restarts=0, pyramid_mm=(2.0, 1.0, 0.5), iterations=(80, 80, 60),
-                    patience=20, prior_weight=1e-4)
+                    patience=20, prior_weight=1e-4, shell_weight=0.3)
     r = reconstruct(model, acqs, Clicks([{}, {}]), s, init=init)
     err = np.linalg.norm(r.vertices_mm - truth, axis=1).mean()
     assert start_err > 3.0
     assert err < 0.5, f"mean surface error {err:.2f} mm (start {start_err:.2f} mm)"
     assert r.loss_history[-1]["loss"] < r.loss_history[0]["loss"]
+
+
+def test_a_run_that_does_not_improve_on_its_start_is_restarted(model):
+    from twinsim.recon.initialization import InitialPose
+
+    acqs = _synthetic_acquisitions(model, frames.transform_points(_pose(), model.mean_mm), size_px=128)
+    init = InitialPose(frames.make_transform(t=CENTRE_MM), "landmarks", [], np.zeros((0, 3)), 0.0)
+    # One Adam step per run: a run's best is its own start, no better than the initial pose's loss.
+    stuck = FitSettings(n_modes=2, landmark_weight=0.0, pyramid_mm=(2.0,), iterations=(1,), restarts=2)
+    r = reconstruct(model, acqs, Clicks([{}, {}]), stuck, init=init)
+    assert r.runs >= 2 and r.loss <= r.initial_loss
+    good = FitSettings(n_modes=2, landmark_weight=0.0, pyramid_mm=(2.0,), iterations=(40,), restarts=2)
+    r = reconstruct(model, acqs, Clicks([{}, {}]), good, init=init)
+    assert r.runs == 1 and r.loss < r.initial_loss - 0.01
 
 
 def test_initial_pose_from_clicks_and_backup(model):

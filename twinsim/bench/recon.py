@@ -13,6 +13,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_random: int = 20, seed: int = 0,
                     size_px: int = 512, click_sigma_mm: float = DEFAULT_CLICK_SIGMA_MM, settings: FitSettings | None = None,
-                    progress: bool | None = None, case_dir: Path | None = None) -> dict[str, Any]:
+                    progress: bool | None = None, case_dir: Path | None = None,
+                    on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """All levels' results; ``on_level`` gets the results so far after each level (a long run keeps what it has)."""
     settings = settings or FitSettings()
     renderer = DRRRenderer(ct)
     results: dict[str, Any] = {"levels": {}, "settings": settings.__dict__, "click_sigma_mm": click_sigma_mm,
@@ -114,7 +117,8 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
                         rows[m].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
                         continue
                     rows[m].append({**case, **evaluate(r.mesh(), truth, mask, ct.affine_mm), "seconds": r.wall_s + init_s,
-                                    "runs": r.runs, "loss": r.loss})
+                                    "runs": r.runs, "loss": r.loss, "initial_loss": r.initial_loss,
+                                    "landmark_rms_sigma": r.landmark_rms_sigma})
                     init_mesh = r.initial_mesh()
                 if init_mesh is not None:
                     rows["init_only"].append({**case, **evaluate(init_mesh, truth, mask, ct.affine_mm), "seconds": init_s})
@@ -122,6 +126,8 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
             per_level[set_name] = {m: {"summary": _summary(rows[m]), "cases": rows[m]} for m in METHODS}
         bar.close()
         results["levels"][level] = per_level
+        if on_level is not None:
+            on_level(results)
     return results
 
 
@@ -150,12 +156,14 @@ def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list
     ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
     print(f"twinsim bench recon: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; torch threads {torch.get_num_threads()}")
-    r = run_recon_bench(ct, {lvl: patient.vertebra(lvl) for lvl in levels}, levels, n_random=n_random, seed=seed, case_dir=case_dir)
-    r["reference_seed000"] = SEED000
-    r["targets"] = TARGETS
-    r["machine"] = {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}
-    r["patient"] = {"ct": ct_path.name, "labels": labels_path.name}
+    header = {"reference_seed000": SEED000, "targets": TARGETS, "patient": {"ct": ct_path.name, "labels": labels_path.name},
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
+
+    def save(partial: dict[str, Any]) -> None:
+        write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
+
+    r = {**run_recon_bench(ct, {lvl: patient.vertebra(lvl) for lvl in levels}, levels, n_random=n_random, seed=seed,
+                           case_dir=case_dir, on_level=save), **header}
     print(format_recon_bench(r))
-    write_json(out, r)
     print(f"wrote {out}" + (f"; AP+LAT case files (images, sidecars, clicks.json) in {case_dir}" if case_dir else ""))
     return 0

@@ -62,14 +62,15 @@ class GradientNCCLoss:
 
     The high-pass (image minus its blur at ``highpass_mm``) removes what the vertebra model
     cannot explain and would otherwise pull it: the ramp of the body outline and soft tissue
-    across the region of interest. Gradient correlation at several blur scales then weighs the
+    across the region of interest. 10 mm keeps the vertebral body and the pedicles (5 mm cut into
+    them; on the benchmark's L1 and T12 it gave the best DICE and HD95 of 0, 5 and 10 mm). Gradient correlation at several blur scales then weighs the
     vertebra's edges (cortex, pedicle rings, endplates); the coarse scales widen the basin.
     """
 
     name = "ncc+gradncc"
 
     def __init__(self, scales_px: Sequence[float] = (0.0, 1.0, 2.0), ncc_weight: float = 0.5,
-                 highpass_mm: float = 5.0) -> None:
+                 highpass_mm: float = 10.0) -> None:
         self.scales_px = tuple(scales_px)
         self.ncc_weight = ncc_weight
         self.highpass_mm = highpass_mm
