@@ -237,11 +237,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     if len(args.image) != 2:
         raise SystemExit(f"twinsim reconstruct: give exactly two --image files, got {len(args.image)}")
+    if not args.click_sigma_mm > 0:
+        raise SystemExit(f"twinsim reconstruct: --click-sigma-mm must be > 0 (got {args.click_sigma_mm})")
     acqs = [load_acquisition(p) for p in args.image]
     clicks = load_clicks(args.landmarks, n_views=2)
     level = args.level.upper()
     model = load_model(args.model or default_model_name(level))
-    settings = FitSettings(seed=args.seed, backend=args.backend)
+    settings = FitSettings(seed=args.seed, backend=args.backend, click_sigma_mm=args.click_sigma_mm)
     r = reconstruct(model, acqs, clicks, settings, loss=LOSSES[args.loss](), progress=True, device=args.device)
     out = Path(args.out)
     stem = out / f"{level}_reconstruction"
@@ -254,8 +256,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                                            "images": [str(Path(p).name) for p in args.image], **r.summary()})
     write_overlay(out / f"{level}_overlay.png", acqs, r.initial_vertices_mm, r.vertices_mm, r.faces,
                   title=f"{level}: initial (yellow, dashed) vs fitted (red); model {model.name}, loss {r.loss_name}")
-    print(table(["level", "model", "init", "landmarks", "loss", "runs", "seconds"],
-                [[level, model.name, r.initial.method, len(r.initial.landmarks), f"{r.loss:.4f}", r.runs, f"{r.wall_s:.1f}"]]))
+    print(table(["level", "model", "init", "landmarks", "loss (start -> fit)", "clicks RMS", "runs", "seconds"],
+                [[level, model.name, r.initial.method, len(r.initial.landmarks), f"{r.initial_loss:.4f} -> {r.loss:.4f}",
+                  f"{r.landmark_rms_sigma:.2f} SD", r.runs, f"{r.wall_s:.1f}"]]))
     print(f"wrote {stem}.ply, .stl, .json and {out / f'{level}_overlay.png'} (frame {r.frame}, mm)")
     return 0
 
@@ -279,7 +282,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         ct, labels, table_ = _bench_patient(args)
         levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
-        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None)
+        if not args.click_sigma_mm >= 0:
+            raise SystemExit(f"twinsim bench recon: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
+        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
+                    args.click_sigma_mm)
     if args.what == "mapping":
         from twinsim.bench.mapping import main
 
@@ -373,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--loss", choices=["ncc+gradncc", "ncc"], default="ncc+gradncc", help="image similarity (default ncc+gradncc)")
     rc.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto", help="splatting backend (default: gsplat on CUDA, else torch)")
     rc.add_argument("--device", default="cpu", help="torch device (default cpu; cuda for the gsplat backend)")
+    rc.add_argument("--click-sigma-mm", type=float, default=1.0,
+                    help="expected error of the clicked landmarks at the vertebra, mm: how tightly the fit keeps to them (default 1)")
     rc.add_argument("--seed", type=int, default=0, help="restart perturbation seed (default 0)")
     rc.add_argument("-o", "--out", default="out/recon", help="output folder (default out/recon)")
     rc.set_defaults(func=cmd_reconstruct)
@@ -395,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label-table", help="xray, recon: label table (CSV or JSON)")
     b.add_argument("--levels", help="recon: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
     b.add_argument("--pairs", type=int, default=20, help="recon: random view pairs per level (default 20)")
+    b.add_argument("--click-sigma-mm", type=float, default=1.0,
+                   help="recon: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
     b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct)")
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")

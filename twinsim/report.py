@@ -41,6 +41,16 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def write_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG, atomically, and close it (batch runs make many)."""
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

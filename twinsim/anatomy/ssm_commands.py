@@ -12,7 +12,7 @@ import numpy as np
 from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.anatomy.shape_data import ShapeDataError, load_template, load_training_shapes
 from twinsim.anatomy.ssm import ShapeModel, load_model
-from twinsim.report import atomic_output, table
+from twinsim.report import table, write_figure
 
 LICENCES = {
     "verse": "VerSe 2020 (CC BY-SA 4.0) via madsendennis/how-to-shape-model (Apache-2.0)",
@@ -141,9 +141,7 @@ def plot_eval(results: dict[str, Any], path: Path) -> Path:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=110)
     return path
 
 
@@ -188,9 +186,7 @@ def show(name: str, path: Path, modes: int = 3) -> Path:
             ax.set_title(f"{label}, {vname}", fontsize=9)
     fig.suptitle(f"shape model '{name}': paths left (red) / right (blue), landmarks (green); RAS, mm", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=80)
     return path
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.patient import Patient
-from twinsim.report import atomic_output, table, write_json
+from twinsim.report import table, write_figure, write_json
 from twinsim.sim import panda
 from twinsim.sim.calibration_session import SessionSettings, run_calibration
 from twinsim.sim.hand_held import tool
@@ -227,9 +227,7 @@ def plot_mapping(r: dict[str, Any], path: Path) -> Path:
                  f"open {r['virtual_to_real_open_mm']['mean']:.2f} mm, closed loop {r['virtual_to_real_closed_mm']['mean']:.2f} mm "
                  f"(seed 004: 1.723 / 7.052 mm)")
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=110)
     return path
 
 

@@ -35,7 +35,7 @@ from twinsim.recon.initialization import initial_pose
 from twinsim.recon.metrics import evaluate
 from twinsim.recon.similarity import GradientNCCLoss, NCCLoss
 from twinsim.recon.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
-from twinsim.report import table, write_json
+from twinsim.report import table, write_figure, write_json
 
 METHODS = ("ours", "ncc_baseline", "init_only")
 FAILURE_DICE = 0.5
@@ -72,7 +72,9 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
                     progress: bool | None = None, case_dir: Path | None = None,
                     on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """All levels' results; ``on_level`` gets the results so far after each level (a long run keeps what it has)."""
-    settings = settings or FitSettings()
+    # The fitter knows the click error's size (a property of the clinician or detector, not ground truth);
+    # 0 mm clicks still get a 0.25 mm SD so that the landmark term stays finite.
+    settings = settings or FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     renderer = DRRRenderer(ct)
     results: dict[str, Any] = {"levels": {}, "settings": settings.__dict__, "click_sigma_mm": click_sigma_mm,
                                "image_px": size_px, "seed": seed, "random_pairs": n_random}
@@ -151,11 +153,46 @@ def format_recon_bench(r: dict[str, Any]) -> str:
             "(excluded from the means).")
 
 
+def plot_recon_bench(r: dict[str, Any], path: Path) -> Path:
+    """Per level: DICE and HD95 of every case against the angle between its two beams, for the three methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    style = {"ours": ("tab:red", "o"), "ncc_baseline": ("tab:blue", "s"), "init_only": ("0.45", "^")}
+    levels = list(r["levels"])
+    fig, axes = plt.subplots(len(levels), 2, figsize=(11, 3.6 * len(levels)), squeeze=False)
+    for row, level in enumerate(levels):
+        per = r["levels"][level]
+        for col, (key, label, target) in enumerate((("dice", "DICE", TARGETS["random"]["dice_min"]),
+                                                    ("hd95_mm", "HD95 (mm)", TARGETS["ap_lat"]["hd95_max_mm"]))):
+            ax = axes[row, col]
+            for m in METHODS:
+                colour, marker = style[m]
+                for set_name, size, edge in (("random", 28, "none"), ("ap_lat", 110, "k")):
+                    cases = [c for c in per[set_name][m]["cases"] if c.get(key) is not None]
+                    ax.scatter([c["separation_deg"] for c in cases], [c[key] for c in cases], s=size, c=colour, marker=marker,
+                               edgecolors=edge, alpha=0.85, label=f"{m} ({'AP+LAT' if set_name == 'ap_lat' else 'random'})")
+            ax.axhline(target, color="k", ls="--", lw=0.8)
+            ax.set_xlabel("angle between the two beams (deg)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{level}{' (stress: L1 model)' if per['stress'] else ''}: {label}, dashed: target")
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"twinsim bench recon: {r['random_pairs']} random view pairs + AP/LAT (large markers), "
+                 f"clicks {r['click_sigma_mm']:g} mm")
+    fig.tight_layout()
+    write_figure(fig, path, dpi=100)
+    return path
+
+
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
-         case_dir: Path | None = None) -> int:
+         case_dir: Path | None = None, click_sigma_mm: float = DEFAULT_CLICK_SIGMA_MM) -> int:
     ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
-    print(f"twinsim bench recon: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; torch threads {torch.get_num_threads()}")
+    print(f"twinsim bench recon: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
+          f"torch threads {torch.get_num_threads()}")
     header = {"reference_seed000": SEED000, "targets": TARGETS, "patient": {"ct": ct_path.name, "labels": labels_path.name},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
 
@@ -163,7 +200,8 @@ def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list
         write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
     r = {**run_recon_bench(ct, {lvl: patient.vertebra(lvl) for lvl in levels}, levels, n_random=n_random, seed=seed,
-                           case_dir=case_dir, on_level=save), **header}
+                           click_sigma_mm=click_sigma_mm, case_dir=case_dir, on_level=save), **header}
     print(format_recon_bench(r))
+    print(f"wrote {plot_recon_bench(r, out.with_suffix('.png'))}")
     print(f"wrote {out}" + (f"; AP+LAT case files (images, sidecars, clicks.json) in {case_dir}" if case_dir else ""))
     return 0

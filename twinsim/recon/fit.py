@@ -43,7 +43,9 @@ class FitSettings:
     lr_rotation_rad: float = 0.01
     lr_translation_mm: float = 0.4
     lr_shape_sd: float = 0.05
-    prior_weight: float = 2e-3  # on the squared Mahalanobis distance of the shape
+    # On the squared Mahalanobis distance of the shape. 2e-3 let the shape drift with 3 mm clicks
+    # (L1 random pairs: DICE 0.756, below the initialization's 0.764); 0.02 gave 0.800 there, same at 1 mm.
+    prior_weight: float = 0.02
     roi_margin_mm: float = 12.0  # around the starting vertebra's projection, at the vertebra
     patience: int = 12  # steps without improvement before a level ends
     min_improvement: float = 1e-4
@@ -242,8 +244,7 @@ def reconstruct(model: ShapeModel, acquisitions: Sequence[Acquisition], clicks: 
     dev = torch.device(device)
     prob = _Problem(model, acquisitions, init, s, dev, clicks)
     rng = np.random.default_rng(s.seed)
-    total = sum(s.iterations) * (1 + s.restarts)
-    bar = tqdm(total=total, desc="reconstruct", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=sum(s.iterations), desc="reconstruct", unit="step", disable=not progress, leave=False)
     zero = torch.zeros(3, dtype=torch.float32, device=dev)
     start_loss, _ = prob.final_level_loss(loss_fn, zero, zero, torch.zeros(prob.instance.n_modes, dtype=torch.float32, device=dev))
     best = None
@@ -255,6 +256,8 @@ def reconstruct(model: ShapeModel, acquisitions: Sequence[Acquisition], clicks: 
             if run == 0:
                 start = (np.zeros(3), np.zeros(3))
             else:
+                bar.total += sum(s.iterations)
+                bar.refresh()
                 axis = rng.normal(size=3)
                 start = (axis / np.linalg.norm(axis) * np.deg2rad(s.restart_rotation_deg) * rng.uniform(0.5, 1.0),
                          rng.normal(size=3) * s.restart_translation_mm / np.sqrt(3))

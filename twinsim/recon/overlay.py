@@ -10,7 +10,7 @@ from skimage.draw import polygon
 
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.contact_sheet import mask_outlines_px
-from twinsim.report import atomic_output
+from twinsim.report import write_figure
 
 
 def silhouette(vertices_mm: np.ndarray, faces: np.ndarray, acq: Acquisition) -> np.ndarray:
@@ -52,7 +52,5 @@ def write_overlay(path: str | Path, acquisitions: Sequence[Acquisition], initial
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    write_figure(fig, path, dpi=90)
     return Path(path)
