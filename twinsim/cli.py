@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from twinsim.frames import FrameError
+from twinsim.planning import command as plan_command
 
 DESCRIPTION = """\
 twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
@@ -229,11 +230,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from twinsim.anatomy.ssm import load_model
     from twinsim.imaging.acquisition import load_acquisition
-    from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
+    from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
     from twinsim.recon.initialization import load_clicks
     from twinsim.recon.overlay import write_overlay
     from twinsim.recon.similarity import LOSSES
-    from twinsim.report import atomic_output, table, write_json
+    from twinsim.report import atomic_output, table
 
     if len(args.image) != 2:
         raise SystemExit(f"twinsim reconstruct: give exactly two --image files, got {len(args.image)}")
@@ -252,14 +253,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     for suffix in (".ply", ".stl"):
         with atomic_output(stem.with_suffix(suffix)) as tmp:
             mesh.write(tmp)
-    write_json(stem.with_suffix(".json"), {"format": "twinsim-reconstruction/1", "level": level,
-                                           "images": [str(Path(p).name) for p in args.image], **r.summary()})
+    save_reconstruction(stem.with_suffix(".json"), r, level, [Path(p).resolve() for p in args.image])
     write_overlay(out / f"{level}_overlay.png", acqs, r.initial_vertices_mm, r.vertices_mm, r.faces,
                   title=f"{level}: initial (yellow, dashed) vs fitted (red); model {model.name}, loss {r.loss_name}")
     print(table(["level", "model", "init", "landmarks", "loss (start -> fit)", "clicks RMS", "runs", "seconds"],
                 [[level, model.name, r.initial.method, len(r.initial.landmarks), f"{r.initial_loss:.4f} -> {r.loss:.4f}",
                   f"{r.landmark_rms_sigma:.2f} SD", r.runs, f"{r.wall_s:.1f}"]]))
     print(f"wrote {stem}.ply, .stl, .json and {out / f'{level}_overlay.png'} (frame {r.frame}, mm)")
+    if args.plan:
+        from twinsim.planning.command import plan_and_write, settings_from
+        from twinsim.planning.from_reconstruction import FittedVertebra
+
+        fitted = FittedVertebra.from_model(model, r.T_frame_model, r.coeffs_sd, level, r.frame, [Path(p) for p in args.image])
+        return plan_and_write(fitted, settings_from(args), out, {"reconstruction": str(stem.with_suffix(".json"))})
     return 0
 
 
@@ -284,6 +290,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
         if not args.click_sigma_mm >= 0:
             raise SystemExit(f"twinsim bench recon: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
+        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
+                    args.click_sigma_mm)
+    if args.what == "plan":
+        from twinsim.bench.plan import main
+
+        ct, labels, table_ = _bench_patient(args)
+        levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
+        if not args.click_sigma_mm >= 0:
+            raise SystemExit(f"twinsim bench plan: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
         return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
                     args.click_sigma_mm)
     if args.what == "mapping":
@@ -383,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="expected error of the clicked landmarks at the vertebra, mm: how tightly the fit keeps to them (default 1)")
     rc.add_argument("--seed", type=int, default=0, help="restart perturbation seed (default 0)")
     rc.add_argument("-o", "--out", default="out/recon", help="output folder (default out/recon)")
+    rc.add_argument("--plan", action="store_true", help="also plan both paths (as `twinsim plan`; exits 1 if a path is refused)")
+    plan_command.add_settings_arguments(rc)
     rc.set_defaults(func=cmd_reconstruct)
+
+    plan_command.add_parser(sub)
 
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON",
                        description="scene: scene build time with a cold and a warm cache, physics step rate with both arms. "
@@ -392,24 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mapping: seed 004's Tables 2 and 3, real-to-virtual and virtual-to-real (open and closed "
                                    "loop) errors over 10 tool-tip points, with a PNG like its Figures 6 and 10. "
                                    "recon: vertebra reconstruction from AP+LAT and random view pairs of DRRs with simulated "
-                                   "clicks; ours vs NCC-only baseline vs initialization; DICE, NSD, HD95, MSD, s/vertebra.")
-    b.add_argument("what", choices=["scene", "xray", "mapping", "recon"], help="which benchmark")
+                                   "clicks; ours vs NCC-only baseline vs initialization; DICE, NSD, HD95, MSD, s/vertebra. "
+                                   "plan: both transpedicular paths from the same kind of cases; ours vs transfer only vs "
+                                   "2D-GeoPlan vs the planner on the true surface; success (both paths safe in the true bone) "
+                                   "with its 95 % interval, clearance to the true cortex, breaches, entry/target errors.")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
     b.add_argument("--warm-repeats", type=int, default=5, help="scene: warm builds (default 5)")
-    b.add_argument("--ct", help="xray, recon: CT NIfTI (default: the example patient)")
-    b.add_argument("--labels", help="xray, recon: label map NIfTI")
-    b.add_argument("--label-table", help="xray, recon: label table (CSV or JSON)")
-    b.add_argument("--levels", help="recon: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
-    b.add_argument("--pairs", type=int, default=20, help="recon: random view pairs per level (default 20)")
+    b.add_argument("--ct", help="xray, recon, plan: CT NIfTI (default: the example patient)")
+    b.add_argument("--labels", help="xray, recon, plan: label map NIfTI")
+    b.add_argument("--label-table", help="xray, recon, plan: label table (CSV or JSON)")
+    b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
+    b.add_argument("--pairs", type=int, default=20, help="recon, plan: random view pairs per level (default 20)")
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
-                   help="recon: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
-    b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct)")
+                   help="recon, plan: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+    b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct); plan: every case's images, clicks and reconstruction JSON (input for `twinsim plan`)")
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
-    b.add_argument("--seed", type=int, default=0, help="mapping, recon: seed (default 0)")
+    b.add_argument("--seed", type=int, default=0, help="mapping, recon, plan: seed (default 0)")
     b.add_argument("--calibration", help="mapping: use this calibration file instead of calibrating first")
     b.set_defaults(func=cmd_bench)
     return p
@@ -423,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.ssm import ShapeModelError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
+    from twinsim.planning.cannula import PathGeometryError
+    from twinsim.planning.from_reconstruction import ReconstructionFileError
+    from twinsim.planning.plan_file import PlanFileError
+    from twinsim.planning.settings import PlanSettingsError
     from twinsim.recon.initialization import InitializationError
     from twinsim.recon.renderer import RenderError
     from twinsim.sim.kinematics import IKError
@@ -434,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct"}
+    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
@@ -442,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
             GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
-            IKError, MarkerError, InitializationError, RenderError) as exc:
+            IKError, MarkerError, InitializationError, RenderError, PathGeometryError, ReconstructionFileError, PlanFileError,
+            PlanSettingsError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

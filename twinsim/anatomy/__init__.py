@@ -1,7 +1,6 @@
-"""Patient anatomy: CT and label loading, surface meshes, the patient model."""
+"""Patient anatomy: CT and label loading, surface meshes, the patient model, vertebral shape models.
 
-from twinsim.anatomy.ct import CTVolume, PatientDataError, load_ct
-from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.patient import Patient, build_patient
-
-__all__ = ["CTVolume", "Patient", "PatientDataError", "SurfaceMesh", "build_patient", "load_ct"]
+Import the submodule you need (``twinsim.anatomy.ct``, ``.patient``, ``.ssm``...): importing the
+package itself loads nothing, so code that may not read a CT (the planner) can use the shape
+model without pulling in the CT loader.
+"""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from twinsim.recon.initialization import Clicks, InitializationError, InitialPos
 from twinsim.recon.renderer import covariances, render, vertex_spacing_mm
 from twinsim.recon.similarity import GradientNCCLoss, ImageLoss, shape_prior
 
+RECONSTRUCTION_FORMAT = "twinsim-reconstruction/1"
 # A vertebra must have at least this share of its projected starting surface inside each image.
 MIN_INSIDE_FRACTION = 0.6
 
@@ -287,6 +289,14 @@ def reconstruct(model: ShapeModel, acquisitions: Sequence[Acquisition], clicks: 
         loss=float(value), initial_loss=start_loss, landmark_rms_sigma=best_rms, loss_history=history, wall_s=time.perf_counter() - t_start, runs=runs,
         loss_name=getattr(loss_fn, "name", type(loss_fn).__name__),
         settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.__dict__.items()})
+
+
+def save_reconstruction(path: str | Path, r: Reconstruction, level: str, image_paths: Sequence[str | Path]) -> Path:
+    """The reconstruction file that ``twinsim plan`` reads (pose, shape coefficients, the images it came from)."""
+    from twinsim.report import write_json
+
+    return write_json(path, {"format": RECONSTRUCTION_FORMAT, "level": level, "images": [Path(p).name for p in image_paths],
+                             "image_paths": [str(p) for p in image_paths], **r.summary()})
 
 
 def default_model_name(level: str) -> str:

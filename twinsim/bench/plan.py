@@ -1,0 +1,268 @@
+"""``twinsim bench plan``: how often the plan is safe in the true bone (seed 000, section 5.4, without a grader).
+
+Per level, on DRRs of the patient CT at AP + LAT and seeded random view pairs, with a simulated
+clinician's clicks (evaluation code), five ways to get both paths:
+
+- ``ours``: reconstruction, transfer, refinement, safety check (``twinsim reconstruct --plan``);
+- ``ours_transfer``: the same reconstruction, the model's paths transferred, no refinement;
+- ``init_transfer``: the model's mean at the initial pose (clicks only), transferred;
+- ``geoplan``: 2D-GeoPlan, entry and target marked in 2D in each view and triangulated;
+- ``ceiling``: the planner on the true surface (one plan per level: the views do not enter it).
+
+A vertebra succeeds when both paths are given (accepted by the method's own safety check, where
+it has one) and both are safe in the true bone. Paths a method accepted that breach in truth
+are counted apart: that is the dangerous failure.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from twinsim import frames
+from twinsim.anatomy.ct import load_ct
+from twinsim.anatomy.patient import build_patient
+from twinsim.anatomy.ssm import load_model
+from twinsim.bench.recon import acquire, view_geometry
+from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
+from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
+from twinsim.imaging.drr import DRRRenderer
+from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
+from twinsim.planning.planner import plan_vertebra
+from twinsim.planning.settings import PlanSettings
+from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
+from twinsim.recon.initialization import initial_pose
+from twinsim.recon.simulated_clicks import simulate_clicks
+from twinsim.report import table, write_figure, write_json
+
+METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "ceiling")
+LABELS = {"ours": "ours (recon + planner)", "ours_transfer": "ours, transfer only", "init_transfer": "initial pose, transfer only",
+          "geoplan": "2D-GeoPlan", "ceiling": "planner on the true surface"}
+TARGETS = {"L1_random_success_min": {"1": 0.90, "3": 0.80}, "lead_over_geoplan_points": 10.0, "ceiling_success": 1.0}
+SEED000 = {"ours_success_synthetic": 0.82, "ours_success_cadaver": 0.75, "geoplan_success_synthetic": 0.66,
+           "geoplan_success_cadaver": 0.31}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate k/n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z**2 / n
+    c = (p + z**2 / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
+    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+
+
+def _case_row(scores: dict[str, Any] | None, reason: str | None = None, seconds: float = 0.0) -> dict[str, Any]:
+    if scores is None:
+        return {"success": False, "error": reason, "paths": {}, "seconds": seconds}
+    ok = all((p["accepted"] is not False) and p["safe_in_truth"] for p in scores.values()) and len(scores) == 2
+    return {"success": bool(ok), "paths": scores, "seconds": seconds, **({"error": reason} if reason else {})}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Success with its interval; path figures over every path a method produced (refused ones too)."""
+    n = len(rows)
+    k = sum(r["success"] for r in rows)
+    paths = [p for r in rows for p in r["paths"].values()]
+    produced = [p for p in paths if "clearance_mm" in p]
+    clear = [p["clearance_mm"] for p in produced]
+
+    def med(key: str) -> float | None:
+        vals = [p[key] for p in produced]
+        return float(statistics.median(vals)) if vals else None
+
+    return {"cases": n, "successes": k, "success_rate": k / n if n else None, "success_ci95": wilson_interval(k, n),
+            "paths_missing": 2 * n - len(produced), "paths_refused": sum(1 for p in produced if p["accepted"] is False),
+            "accepted_but_unsafe": sum(1 for p in produced if p["accepted"] is not False and not p["safe_in_truth"]),
+            "breaches": sum(p["breach"] for p in produced), "medial_breaches": sum(p["medial_breach"] for p in produced),
+            "clearance_median_mm": float(np.median(clear)) if clear else None,
+            "clearance_p5_mm": float(np.percentile(clear, 5)) if clear else None,
+            "entry_error_median_mm": med("entry_error_mm"), "target_error_median_mm": med("target_error_mm"),
+            "angle_error_median_deg": med("angle_error_deg"),
+            "seconds_median": float(statistics.median(r["seconds"] for r in rows)) if rows else None}
+
+
+def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], n_random: int = 20,
+                   seed: int = 0, size_px: int = 512, click_sigma_mm: float = 1.0, settings: PlanSettings | None = None,
+                   progress: bool | None = None, case_dir: Path | None = None,
+                   on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    settings = settings or PlanSettings()
+    fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
+    geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
+    ct = load_ct(ct_path, labels_path, label_table)
+    patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
+    renderer = DRRRenderer(ct)
+    results: dict[str, Any] = {"levels": {}, "plan_settings": settings.__dict__, "geoplan_settings": asdict(geo_settings),
+                               "click_sigma_mm": click_sigma_mm, "image_px": size_px, "seed": seed, "random_pairs": n_random}
+    pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
+    for level in levels:
+        model = load_model(default_model_name(level))
+        t0 = time.perf_counter()
+        true_v = TrueVertebra(patient.vertebra(level), model, settings)
+        ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
+        ceiling_row = _case_row(true_v.score(ceiling_paths, ceiling_ok), seconds=time.perf_counter() - t0)
+        per: dict[str, Any] = {"model": model.name, "stress": level != "L1",
+                               "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
+                                                for s, p in true_v.ceiling.paths.items()}}
+        bar = tqdm(total=sum(len(v) for v in pairs.values()), desc=f"bench plan {level}", unit="pair", disable=progress is False)
+        for set_name, view_pairs in pairs.items():
+            rows: dict[str, list] = {m: [] for m in METHODS}
+            for k, (va, vb) in enumerate(view_pairs):
+                case_seed = seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500)
+                acqs = [acquire(renderer, view_geometry(patient.vertebra(level).centroid_mm, v, size_px), v, case_seed + j)
+                        for j, v in enumerate((va, vb))]
+                geoms = [a.geometry for a in acqs]
+                clicks = simulate_clicks(geoms, true_v.landmarks, click_sigma_mm, seed=case_seed)
+                case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb)}
+                rows["ceiling"].append({**case, **ceiling_row})
+                t = time.perf_counter()
+                gp = geoplan(geoms, ceiling_paths, geo_settings, seed=case_seed + 7)
+                missing = {s: v for s, v in gp.items() if isinstance(v, str)}
+                given = {s: v for s, v in gp.items() if not isinstance(v, str)}
+                gp_scores = true_v.score(given) if given else {}
+                for s, why in missing.items():
+                    gp_scores[s] = {"accepted": False, "reason": why, "safe_in_truth": False}
+                rows["geoplan"].append({**case, **_case_row(gp_scores, "; ".join(missing.values()) or None, time.perf_counter() - t)})
+                try:
+                    t = time.perf_counter()
+                    init = initial_pose(model, geoms, clicks)
+                    init_s = time.perf_counter() - t
+                    r = reconstruct(model, acqs, clicks, fit_settings, init=init)
+                except ValueError as exc:
+                    for m in ("ours", "ours_transfer", "init_transfer"):
+                        rows[m].append({**case, **_case_row(None, str(exc))})
+                    bar.update(1)
+                    continue
+                v_fit = frames.transform_points(r.T_frame_model, model.instance(r.coeffs_sd))
+                v_init = frames.transform_points(init.T_frame_model, model.mean_mm)
+                for m, verts, refine, base_s in (("ours", v_fit, True, r.wall_s + init_s), ("ours_transfer", v_fit, False, r.wall_s + init_s),
+                                                 ("init_transfer", v_init, False, init_s)):
+                    t = time.perf_counter()
+                    try:
+                        plan = plan_vertebra(verts, model.faces, model.annotation_points(verts),
+                                             PlanSettings(**{**settings.__dict__, "refine": refine}), frame=r.frame)
+                    except ValueError as exc:
+                        rows[m].append({**case, **_case_row(None, str(exc), base_s)})
+                        continue
+                    paths, ok = plan_paths(plan)
+                    row = _case_row(true_v.score(paths, ok), seconds=base_s + time.perf_counter() - t)
+                    row["refusals"] = {s: p.reasons for s, p in plan.paths.items() if p.reasons}
+                    rows[m].append({**case, **row})
+                if case_dir is not None:
+                    folder = case_dir / level / f"{set_name}_{k:02d}"
+                    names = []
+                    for a, v in zip(acqs, (va, vb), strict=True):
+                        names.append(a.save(folder, v.name.replace("/", "_"))[0].name)
+                    clicks.images, clicks.level = names, level
+                    clicks.save(folder / "clicks.json")
+                    save_reconstruction(folder / f"{level}_reconstruction.json", r, level, names)
+                bar.update(1)
+            per[set_name] = {m: {"summary": summarize(rows[m]), "cases": rows[m]} for m in METHODS}
+        bar.close()
+        results["levels"][level] = per
+        if on_level is not None:
+            on_level(results)
+    return results
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}"
+
+
+def format_plan_bench(r: dict[str, Any]) -> str:
+    def f(x: Any, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    rows = []
+    for level, per in r["levels"].items():
+        for set_name in ("ap_lat", "random"):
+            for m in METHODS:
+                s = per[set_name][m]["summary"]
+                lo, hi = s["success_ci95"]
+                rows.append([level + (" (stress)" if per["stress"] else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}",
+                             LABELS[m], f"{_pct(s['success_rate'])} % [{_pct(lo)}-{_pct(hi)}]",
+                             f"{s['paths_missing']} / {s['paths_refused']}", f"{s['accepted_but_unsafe']}", f"{s['breaches']} ({s['medial_breaches']})",
+                             f"{f(s['clearance_median_mm'], '.2f')} / {f(s['clearance_p5_mm'], '.2f')}",
+                             f"{f(s['entry_error_median_mm'], '.1f')} / {f(s['target_error_median_mm'], '.1f')}",
+                             f(s["angle_error_median_deg"], ".1f"), f(s["seconds_median"], ".1f")])
+    t = table(["level", "views", "method", "success [95% CI]", "paths missing / refused", "given, unsafe", "breaches (medial)",
+               "clearance mm med / p5", "entry / target err mm", "angle err deg", "s/case"], rows)
+    ref = r["reference_seed000"]
+    return (t + f"\nclicks {r['click_sigma_mm']:g} mm; success: both paths given (and accepted by the method's own check) and both safe "
+            f"in the true bone ({r['plan_settings']['cannula_diameter_mm']:g} mm cannula at least its radius from the true cortex "
+            "below the docking zone, tip in the true body). 'given, unsafe': paths the method handed on (accepted by its own "
+            "check, where it has one) that are unsafe in the true bone. Clearance, breaches and errors over every path produced, "
+            f"refused ones too; errors against the planner on the true surface.\nseed 000 (graded by a clinician): ours {100 * ref['ours_success_synthetic']:.0f} % synthetic / "
+            f"{100 * ref['ours_success_cadaver']:.0f} % cadaver, 2D-GeoPlan {100 * ref['geoplan_success_synthetic']:.0f} % / "
+            f"{100 * ref['geoplan_success_cadaver']:.0f} %")
+
+
+def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
+    """Per level: success rate with its 95 % interval per method, and each path's clearance to the true wall."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = list(r["levels"])
+    fig, axes = plt.subplots(len(levels), 2, figsize=(13, 3.8 * len(levels)), squeeze=False)
+    colours = {"ours": "tab:red", "ours_transfer": "salmon", "init_transfer": "0.55", "geoplan": "tab:blue", "ceiling": "tab:green"}
+    radius = 0.5 * r["plan_settings"]["cannula_diameter_mm"]
+    for row, level in enumerate(levels):
+        per = r["levels"][level]
+        ax = axes[row, 0]
+        x = np.arange(len(METHODS))
+        for off, set_name, hatch in ((-0.2, "ap_lat", "//"), (0.2, "random", "")):
+            s = [per[set_name][m]["summary"] for m in METHODS]
+            rate = np.array([100 * (v["success_rate"] or 0) for v in s])
+            ci = np.array([[100 * v["success_ci95"][0], 100 * v["success_ci95"][1]] for v in s])
+            ax.bar(x + off, rate, 0.38, color=[colours[m] for m in METHODS], hatch=hatch, edgecolor="k",
+                   label="AP+LAT" if set_name == "ap_lat" else f"{r['random_pairs']} random pairs")
+            ax.errorbar(x + off, rate, yerr=[rate - ci[:, 0], ci[:, 1] - rate], fmt="none", ecolor="k", capsize=3)
+        ax.set_xticks(x, [LABELS[m].replace(" (", "\n(").replace(", ", ",\n") for m in METHODS], fontsize=7)
+        ax.set_ylabel("both paths safe in the true bone (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{level}{' (stress: L1 model)' if per['stress'] else ''}: success, 95 % interval")
+        ax.legend(fontsize=7)
+        ax = axes[row, 1]
+        data = [[p["clearance_mm"] for c in per["random"][m]["cases"] + per["ap_lat"][m]["cases"] for p in c["paths"].values()
+                 if "clearance_mm" in p] for m in METHODS]
+        ax.boxplot([d if d else [np.nan] for d in data], tick_labels=[m.replace("_", "\n") for m in METHODS])
+        for i, d in enumerate(data):
+            ax.scatter(np.full(len(d), i + 1) + np.random.default_rng(i).uniform(-0.15, 0.15, len(d)), d, s=8, color=colours[METHODS[i]])
+        ax.axhline(radius, color="k", ls="--", lw=0.8)
+        ax.set_ylabel("clearance to the true cortex (mm)")
+        ax.set_title(f"{level}: each path's clearance in the true bone; dashed: cannula radius")
+    fig.suptitle(f"twinsim bench plan: clicks {r['click_sigma_mm']:g} mm")
+    fig.tight_layout()
+    write_figure(fig, path, dpi=100)
+    return path
+
+
+def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
+         case_dir: Path | None = None, click_sigma_mm: float = 1.0) -> int:
+    print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
+          f"torch threads {torch.get_num_threads()}")
+    header = {"reference_seed000": SEED000, "targets": TARGETS, "patient": {"ct": ct_path.name, "labels": labels_path.name},
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
+
+    def save(partial: dict[str, Any]) -> None:
+        write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
+
+    r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=click_sigma_mm,
+                          case_dir=case_dir, on_level=save), **header}
+    print(format_plan_bench(r))
+    print(f"wrote {plot_plan_bench(r, out.with_suffix('.png'))}")
+    print(f"wrote {out}" + (f"; cases (images, sidecars, clicks.json, reconstruction JSON) in {case_dir}" if case_dir else ""))
+    return 0
