@@ -299,8 +299,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
         if not args.click_sigma_mm >= 0:
             raise SystemExit(f"twinsim bench plan: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
+        if args.reuse_cases and not args.cases:
+            raise SystemExit("twinsim bench plan: --reuse-cases needs --cases DIR (where a previous run saved them)")
         return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
-                    args.click_sigma_mm)
+                    args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args))
     if args.what == "mapping":
         from twinsim.bench.mapping import main
 
@@ -428,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
                    help="recon, plan: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
     b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct); plan: every case's images, clicks and reconstruction JSON (input for `twinsim plan`)")
+    b.add_argument("--reuse-cases", action="store_true",
+                   help="plan: take each case's reconstruction from --cases where a previous run saved it (compare planner "
+                        "settings without refitting)")
+    plan_command.add_settings_arguments(b)
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")

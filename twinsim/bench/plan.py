@@ -7,6 +7,8 @@ clinician's clicks (evaluation code), five ways to get both paths:
 - ``ours_transfer``: the same reconstruction, the model's paths transferred, no refinement;
 - ``init_transfer``: the model's mean at the initial pose (clicks only), transferred;
 - ``geoplan``: 2D-GeoPlan, entry and target marked in 2D in each view and triangulated;
+- ``model_floor``: the planner on the shape model fitted to the true surface (a perfect
+  reconstruction with this model; one plan per level);
 - ``ceiling``: the planner on the true surface (one plan per level: the views do not enter it).
 
 A vertebra succeeds when both paths are given (accepted by the method's own safety check, where
@@ -16,6 +18,7 @@ are counted apart: that is the dangerous failure.
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -44,9 +47,9 @@ from twinsim.recon.initialization import initial_pose
 from twinsim.recon.simulated_clicks import simulate_clicks
 from twinsim.report import table, write_figure, write_json
 
-METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "ceiling")
+METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "model_floor", "ceiling")
 LABELS = {"ours": "ours (recon + planner)", "ours_transfer": "ours, transfer only", "init_transfer": "initial pose, transfer only",
-          "geoplan": "2D-GeoPlan", "ceiling": "planner on the true surface"}
+          "geoplan": "2D-GeoPlan", "model_floor": "planner on the model fitted to the truth", "ceiling": "planner on the true surface"}
 TARGETS = {"L1_random_success_min": {"1": 0.90, "3": 0.80}, "lead_over_geoplan_points": 10.0, "ceiling_success": 1.0}
 SEED000 = {"ours_success_synthetic": 0.82, "ours_success_cadaver": 0.75, "geoplan_success_synthetic": 0.66,
            "geoplan_success_cadaver": 0.31}
@@ -95,8 +98,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], n_random: int = 20,
                    seed: int = 0, size_px: int = 512, click_sigma_mm: float = 1.0, settings: PlanSettings | None = None,
-                   progress: bool | None = None, case_dir: Path | None = None,
+                   progress: bool | None = None, case_dir: Path | None = None, reuse_cases: bool = False,
                    on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """All levels' results. ``reuse_cases``: take each case's reconstruction from ``case_dir`` where one was saved
+    (the same seeds give the same images and clicks), so that planner settings can be compared without refitting."""
     settings = settings or PlanSettings()
     fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
@@ -112,6 +117,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
         true_v = TrueVertebra(patient.vertebra(level), model, settings)
         ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
         ceiling_row = _case_row(true_v.score(ceiling_paths, ceiling_ok), seconds=time.perf_counter() - t0)
+        floor_row = _case_row(true_v.score(*plan_paths(true_v.model_floor)))
         per: dict[str, Any] = {"model": model.name, "stress": level != "L1",
                                "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
                                                 for s, p in true_v.ceiling.paths.items()}}
@@ -126,6 +132,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                 clicks = simulate_clicks(geoms, true_v.landmarks, click_sigma_mm, seed=case_seed)
                 case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb)}
                 rows["ceiling"].append({**case, **ceiling_row})
+                rows["model_floor"].append({**case, **floor_row})
                 t = time.perf_counter()
                 gp = geoplan(geoms, ceiling_paths, geo_settings, seed=case_seed + 7)
                 missing = {s: v for s, v in gp.items() if isinstance(v, str)}
@@ -134,24 +141,33 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                 for s, why in missing.items():
                     gp_scores[s] = {"accepted": False, "reason": why, "safe_in_truth": False}
                 rows["geoplan"].append({**case, **_case_row(gp_scores, "; ".join(missing.values()) or None, time.perf_counter() - t)})
+                folder = case_dir / level / f"{set_name}_{k:02d}" if case_dir is not None else None
+                saved = folder / f"{level}_reconstruction.json" if folder is not None else None
                 try:
-                    t = time.perf_counter()
-                    init = initial_pose(model, geoms, clicks)
-                    init_s = time.perf_counter() - t
-                    r = reconstruct(model, acqs, clicks, fit_settings, init=init)
+                    if reuse_cases and saved is not None and saved.is_file():
+                        rec = json.loads(saved.read_text())
+                        T_fit, coeffs, frame = np.asarray(rec["T_frame_model_mm"]), np.asarray(rec["coeffs_sd"]), rec["frame"]
+                        T_init, init_s, recon_s = np.asarray(rec["initialization"]["T_frame_model_mm"]), 0.0, float(rec["wall_s"])
+                        r = None
+                    else:
+                        t = time.perf_counter()
+                        init = initial_pose(model, geoms, clicks)
+                        init_s = time.perf_counter() - t
+                        r = reconstruct(model, acqs, clicks, fit_settings, init=init)
+                        T_fit, coeffs, frame, T_init, recon_s = r.T_frame_model, r.coeffs_sd, r.frame, init.T_frame_model, r.wall_s
                 except ValueError as exc:
                     for m in ("ours", "ours_transfer", "init_transfer"):
                         rows[m].append({**case, **_case_row(None, str(exc))})
                     bar.update(1)
                     continue
-                v_fit = frames.transform_points(r.T_frame_model, model.instance(r.coeffs_sd))
-                v_init = frames.transform_points(init.T_frame_model, model.mean_mm)
-                for m, verts, refine, base_s in (("ours", v_fit, True, r.wall_s + init_s), ("ours_transfer", v_fit, False, r.wall_s + init_s),
+                v_fit = frames.transform_points(T_fit, model.instance(coeffs))
+                v_init = frames.transform_points(T_init, model.mean_mm)
+                for m, verts, refine, base_s in (("ours", v_fit, True, recon_s + init_s), ("ours_transfer", v_fit, False, recon_s + init_s),
                                                  ("init_transfer", v_init, False, init_s)):
                     t = time.perf_counter()
                     try:
                         plan = plan_vertebra(verts, model.faces, model.annotation_points(verts),
-                                             PlanSettings(**{**settings.__dict__, "refine": refine}), frame=r.frame)
+                                             PlanSettings(**{**settings.__dict__, "refine": refine}), frame=frame)
                     except ValueError as exc:
                         rows[m].append({**case, **_case_row(None, str(exc), base_s)})
                         continue
@@ -159,8 +175,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                     row = _case_row(true_v.score(paths, ok), seconds=base_s + time.perf_counter() - t)
                     row["refusals"] = {s: p.reasons for s, p in plan.paths.items() if p.reasons}
                     rows[m].append({**case, **row})
-                if case_dir is not None:
-                    folder = case_dir / level / f"{set_name}_{k:02d}"
+                if folder is not None and r is not None:
                     names = []
                     for a, v in zip(acqs, (va, vb), strict=True):
                         names.append(a.save(folder, v.name.replace("/", "_"))[0].name)
@@ -217,7 +232,8 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
 
     levels = list(r["levels"])
     fig, axes = plt.subplots(len(levels), 2, figsize=(13, 3.8 * len(levels)), squeeze=False)
-    colours = {"ours": "tab:red", "ours_transfer": "salmon", "init_transfer": "0.55", "geoplan": "tab:blue", "ceiling": "tab:green"}
+    colours = {"ours": "tab:red", "ours_transfer": "salmon", "init_transfer": "0.55", "geoplan": "tab:blue", "model_floor": "tab:olive",
+               "ceiling": "tab:green"}
     radius = 0.5 * r["plan_settings"]["cannula_diameter_mm"]
     for row, level in enumerate(levels):
         per = r["levels"][level]
@@ -251,17 +267,18 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
 
 
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
-         case_dir: Path | None = None, click_sigma_mm: float = 1.0) -> int:
+         case_dir: Path | None = None, click_sigma_mm: float = 1.0, reuse_cases: bool = False,
+         settings: PlanSettings | None = None) -> int:
     print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
           f"torch threads {torch.get_num_threads()}")
-    header = {"reference_seed000": SEED000, "targets": TARGETS, "patient": {"ct": ct_path.name, "labels": labels_path.name},
+    header = {"reference_seed000": SEED000, "targets": TARGETS, "reused_cases": reuse_cases, "patient": {"ct": ct_path.name, "labels": labels_path.name},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
 
     def save(partial: dict[str, Any]) -> None:
         write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
     r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=click_sigma_mm,
-                          case_dir=case_dir, on_level=save), **header}
+                          case_dir=case_dir, reuse_cases=reuse_cases, settings=settings, on_level=save), **header}
     print(format_plan_bench(r))
     print(f"wrote {plot_plan_bench(r, out.with_suffix('.png'))}")
     print(f"wrote {out}" + (f"; cases (images, sidecars, clicks.json, reconstruction JSON) in {case_dir}" if case_dir else ""))

@@ -8,7 +8,8 @@ least its radius from ``dock_mm`` below the entry to the tip (no breach), and th
 the true vertebral body.
 
 The *ceiling* is the planner run on the true surface: what it can do with perfect anatomy.
-Entry and target errors are measured against it.
+Entry and target errors are measured against it. The *model floor* is the planner on the shape
+model fitted to the true surface: what a perfect reconstruction with this model would give.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.anatomy.ssm import ShapeModel
+from twinsim.anatomy.ssm_fit import fit_to_surface
 from twinsim.planning.planner import VertebraPlan, assess_pair, plan_vertebra
 from twinsim.planning.settings import PlanSettings
-from twinsim.recon.simulated_clicks import true_landmarks_mm
 
 
 class TrueVertebra:
@@ -31,8 +32,11 @@ class TrueVertebra:
     def __init__(self, truth: SurfaceMesh, model: ShapeModel, settings: PlanSettings) -> None:
         self.mesh = truth
         self.settings = settings
-        self.landmarks = true_landmarks_mm(model, truth)
+        self.model_fit = fit_to_surface(model, truth, iterations=300)
+        self.landmarks = model.annotation_points(self.model_fit.vertices_mm)
         self.ceiling = plan_vertebra(truth.vertices_mm, truth.faces, self.landmarks, settings, frame=truth.frame)
+        # The planner on the model fitted to the true surface: what a perfect reconstruction with this model gives.
+        self.model_floor = plan_vertebra(self.model_fit.vertices_mm, model.faces, self.landmarks, settings, frame=truth.frame)
 
     def score(self, paths: dict[str, tuple[np.ndarray, np.ndarray]], accepted: dict[str, bool] | None = None) -> dict[str, Any]:
         """Each path in the true bone. ``accepted``: the producing method's own verdict per side (None: it has none)."""

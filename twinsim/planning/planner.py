@@ -5,8 +5,10 @@
 - **Refinement**: per side, the axis is moved (2 offsets through the pedicle, 2 angles) and the
   tip pulled back along it, to make the smallest clearance between the cannula's axis and the
   bone surface as large as it can be (Nelder-Mead on that minimum, from the transferred path);
-  in the body the clearance counts ``body_extra_clearance_mm`` less, so the tip keeps off the
-  body's cortex once the pedicle is centred.
+  in the body the clearance counts ``body_extra_clearance_mm`` less, and so does the tip's
+  distance to the surface in every direction, so the tip keeps off the body's cortex once the
+  pedicle is centred. (On `bench plan`'s L1 cases most paths that breached the true bone did so
+  at the body's anterolateral wall near the tip, where the reconstruction overestimates the body.)
   Kept as constraints: the target in the anterior third of the body and at least
   ``min_tip_to_cortex_mm`` short of the anterior cortex along the axis, each path's medial
   angle and cranio-caudal tilt within limits, and the target on its own side of the midline.
@@ -193,7 +195,9 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
         in_body = (entry + prof.depth_mm[:, None] * u - anat.posterior_wall_mm) @ anat.axes.anterior > 0
         c = prof.clearance_mm - s.body_extra_clearance_mm * in_body
         low = np.sort(c)[: max(1, len(c) // 10)]
-        value = -(float(c.min()) + 0.1 * float(low.mean()))
+        # The wall ahead of the tip and to its side, which radial rays at the tip do not see.
+        tip = float(anat.surface.distance(target[None])[0]) - s.body_extra_clearance_mm
+        value = -(min(float(c.min()), tip) + 0.1 * float(low.mean()))
         med, tilt = anat.angles_deg(start.side, u)
         pen = max(0.0, lo - med) + max(0.0, med - hi) + max(0.0, abs(tilt) - s.max_tilt_deg)
         pen += 10.0 * max(0.0, s.anterior_fraction - anat.depth_fraction(target)) * anat.body_depth_mm / 10.0
