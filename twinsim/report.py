@@ -20,6 +20,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def num(x: float | None, spec: str) -> str:
+    """A number for a table, or '-' where there is none."""
+    return "-" if x is None else format(x, spec)
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it into place, on failure delete it.

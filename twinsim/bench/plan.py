@@ -35,7 +35,7 @@ from twinsim import frames
 from twinsim.anatomy.ct import load_ct
 from twinsim.anatomy.patient import build_patient
 from twinsim.anatomy.ssm import load_model
-from twinsim.bench.recon import acquire, view_geometry
+from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
 from twinsim.imaging.drr import DRRRenderer
@@ -45,7 +45,7 @@ from twinsim.planning.settings import PlanSettings
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
 from twinsim.recon.initialization import initial_pose
 from twinsim.recon.simulated_clicks import simulate_clicks
-from twinsim.report import table, write_figure, write_json
+from twinsim.report import num, table, write_figure, write_json
 
 METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "model_floor", "ceiling")
 LABELS = {"ours": "ours (recon + planner)", "ours_transfer": "ours, transfer only", "init_transfer": "initial pose, transfer only",
@@ -196,21 +196,14 @@ def _pct(x: float | None) -> str:
 
 
 def format_plan_bench(r: dict[str, Any]) -> str:
-    def f(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
     rows = []
-    for level, per in r["levels"].items():
-        for set_name in ("ap_lat", "random"):
-            for m in METHODS:
-                s = per[set_name][m]["summary"]
-                lo, hi = s["success_ci95"]
-                rows.append([level + (" (stress)" if per["stress"] else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}",
-                             LABELS[m], f"{_pct(s['success_rate'])} % [{_pct(lo)}-{_pct(hi)}]",
-                             f"{s['paths_missing']} / {s['paths_refused']}", f"{s['accepted_but_unsafe']}", f"{s['breaches']} ({s['medial_breaches']})",
-                             f"{f(s['clearance_median_mm'], '.2f')} / {f(s['clearance_p5_mm'], '.2f')}",
-                             f"{f(s['entry_error_median_mm'], '.1f')} / {f(s['target_error_median_mm'], '.1f')}",
-                             f(s["angle_error_median_deg"], ".1f"), f(s["seconds_median"], ".1f")])
+    for level, views, m, s in iter_summaries(r, METHODS):
+        lo, hi = s["success_ci95"]
+        rows.append([level, views, LABELS[m], f"{_pct(s['success_rate'])} % [{_pct(lo)}-{_pct(hi)}]",
+                     f"{s['paths_missing']} / {s['paths_refused']}", f"{s['accepted_but_unsafe']}", f"{s['breaches']} ({s['medial_breaches']})",
+                     f"{num(s['clearance_median_mm'], '.2f')} / {num(s['clearance_p5_mm'], '.2f')}",
+                     f"{num(s['entry_error_median_mm'], '.1f')} / {num(s['target_error_median_mm'], '.1f')}",
+                     num(s["angle_error_median_deg"], ".1f"), num(s["seconds_median"], ".1f")])
     t = table(["level", "views", "method", "success [95% CI]", "paths missing / refused", "given, unsafe", "breaches (medial)",
                "clearance mm med / p5", "entry / target err mm", "angle err deg", "s/case"], rows)
     ref = r["reference_seed000"]

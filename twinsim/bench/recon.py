@@ -13,7 +13,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from twinsim.recon.initialization import initial_pose
 from twinsim.recon.metrics import evaluate
 from twinsim.recon.similarity import GradientNCCLoss, NCCLoss
 from twinsim.recon.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
-from twinsim.report import table, write_figure, write_json
+from twinsim.report import num, table, write_figure, write_json
 
 METHODS = ("ours", "ncc_baseline", "init_only")
 FAILURE_DICE = 0.5
@@ -133,18 +133,18 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
     return results
 
 
-def format_recon_bench(r: dict[str, Any]) -> str:
-    def f(x: Any, fmt: str) -> str:
-        return "-" if x is None else format(x, fmt)
-
-    rows = []
+def iter_summaries(r: dict[str, Any], methods: Sequence[str]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(level label, views label, method, summary) for every row of a per-level benchmark's results."""
     for level, per in r["levels"].items():
         for set_name in ("ap_lat", "random"):
-            for m in METHODS:
+            for m in methods:
                 s = per[set_name][m]["summary"]
-                rows.append([level + (" (stress)" if per["stress"] else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}",
-                             m, f(s["dice"], ".3f"), f(s["nsd_1mm"], ".3f"), f(s["nsd_2mm"], ".3f"), f(s["hd95_mm"], ".2f"),
-                             f(s["msd_mm"], ".2f"), f(s["seconds_median"], ".2f"), s["failures"]])
+                yield (level + (" (stress)" if per["stress"] else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}", m, s)
+
+
+def format_recon_bench(r: dict[str, Any]) -> str:
+    rows = [[level, views, m, num(s["dice"], ".3f"), num(s["nsd_1mm"], ".3f"), num(s["nsd_2mm"], ".3f"), num(s["hd95_mm"], ".2f"),
+             num(s["msd_mm"], ".2f"), num(s["seconds_median"], ".2f"), s["failures"]] for level, views, m, s in iter_summaries(r, METHODS)]
     t = table(["level", "views", "method", "DICE", "NSD 1mm", "NSD 2mm", "HD95 mm", "MSD mm", "s/vertebra", "failures"], rows)
     ref = r["reference_seed000"]
     return (t + f"\nseed 000 Spine-DART: AP/LAT DICE {ref['ap_lat']['dice']}, NSD {ref['ap_lat']['nsd']}, HD95 {ref['ap_lat']['hd95_mm']} mm; "

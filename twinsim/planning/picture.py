@@ -3,6 +3,7 @@ Figure 10) and the fitted vertebra with both paths from above, the side and behi
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def write_plan_picture(path: str | Path, plan: VertebraPlan, vertices_mm: np.nda
             ax.annotate(side[0].upper(), e, xytext=(6, -6), textcoords="offset points", color=SIDE_COLOURS[side], fontsize=10,
                         fontweight="bold")
             if not p.safe:
-                ax.plot(*np.c_[e, t], color="orange", lw=1, ls="--")
+                ax.plot(*np.c_[e, t], color=SIDE_COLOURS[side], lw=1.2, ls="--")
+                ax.annotate("REFUSED", t, xytext=(6, 6), textcoords="offset points", color=SIDE_COLOURS[side], fontsize=8)
         ax.set_xlim(max(lo[0], 0), min(hi[0], acq.geometry.width_px))
         ax.set_ylim(min(hi[1], acq.geometry.height_px), max(lo[1], 0))
         ax.set_title(f"{acq.view.get('name', f'view {i + 1}')}: cannulas as steel", fontsize=10)
@@ -113,9 +115,9 @@ def write_plan_picture(path: str | Path, plan: VertebraPlan, vertices_mm: np.nda
         _draw_mesh(ax, v2, sign * A[:, towards], faces, shade)
         for side, p in plan.paths.items():
             e, t = _anatomical(np.vstack([p.entry_mm, p.target_mm]), axes)
-            colour = SIDE_COLOURS[side] if p.safe else "orange"
+            colour = SIDE_COLOURS[side]
             ax.plot([flip[0] * e[h], flip[0] * t[h]], [flip[1] * e[vv], flip[1] * t[vv]], color=colour, lw=4.5,
-                    solid_capstyle="butt", alpha=0.9, label=f"{side}{'' if p.safe else ' (REFUSED)'}")
+                    ls="-" if p.safe else (0, (1.5, 1)), solid_capstyle="butt", alpha=0.9, label=f"{side}{'' if p.safe else ' (REFUSED)'}")
             ax.plot(flip[0] * t[h], flip[1] * t[vv], "o", color=colour, ms=4)
         ax.set_aspect("equal")
         ax.autoscale_view()
@@ -130,7 +132,8 @@ def write_plan_picture(path: str | Path, plan: VertebraPlan, vertices_mm: np.nda
         lines.append(f"{side}: clearance {p.min_clearance_mm:.2f} mm ({p.clearance_region}, {p.nearest_wall}), length {p.length_mm:.0f} mm, "
                      f"medial {p.medial_angle_deg:.0f} deg, tilt {p.tilt_deg:+.0f} deg, tip {p.tip_to_cortex_mm:.1f} mm short of the "
                      f"cortex: {verdict}")
-    fig.suptitle((title + "\n" if title else "") + "\n".join(lines), fontsize=9)
+    wrapped = [w for line in lines for w in textwrap.wrap(line, 170, subsequent_indent="    ")]
+    fig.suptitle((title + "\n" if title else "") + "\n".join(wrapped), fontsize=9)
     fig.tight_layout()
     write_figure(fig, path, dpi=90)
     return Path(path)
