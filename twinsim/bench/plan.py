@@ -239,7 +239,7 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
             ax.bar(x + off, rate, 0.38, color=[colours[m] for m in METHODS], hatch=hatch, edgecolor="k",
                    label="AP+LAT" if set_name == "ap_lat" else f"{r['random_pairs']} random pairs")
             ax.errorbar(x + off, rate, yerr=[rate - ci[:, 0], ci[:, 1] - rate], fmt="none", ecolor="k", capsize=3)
-        ax.set_xticks(x, [LABELS[m].replace(" (", "\n(").replace(", ", ",\n") for m in METHODS], fontsize=7)
+        ax.set_xticks(x, [m.replace("_", "\n") for m in METHODS], fontsize=8)
         ax.set_ylabel("both paths safe in the true bone (%)")
         ax.set_ylim(0, 105)
         ax.set_title(f"{level}{' (stress: L1 model)' if per['stress'] else ''}: success, 95 % interval")
@@ -251,8 +251,10 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
         for i, d in enumerate(data):
             ax.scatter(np.full(len(d), i + 1) + np.random.default_rng(i).uniform(-0.15, 0.15, len(d)), d, s=8, color=colours[METHODS[i]])
         ax.axhline(radius, color="k", ls="--", lw=0.8)
+        lowest = min((v for d in data for v in d), default=0.0)
+        ax.set_ylim(max(lowest - 0.5, -6.0), None)
         ax.set_ylabel("clearance to the true cortex (mm)")
-        ax.set_title(f"{level}: each path's clearance in the true bone; dashed: cannula radius")
+        ax.set_title(f"{level}: each path's clearance in the true bone (axis cut at -6 mm); dashed: cannula radius", fontsize=9)
     fig.suptitle(f"twinsim bench plan: clicks {r['click_sigma_mm']:g} mm")
     fig.tight_layout()
     write_figure(fig, path, dpi=100)
