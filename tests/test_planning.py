@@ -166,7 +166,7 @@ def test_cannula_chord_through_a_cylinder_is_its_diameter_on_the_central_ray():
     assert chord[int(v), int(u)] == 0.0
 
 
-def test_plan_command_writes_plan_and_picture_and_refuses_bad_input(tmp_path, model):
+def test_plan_command_writes_plan_and_picture_and_refuses_bad_input(tmp_path, model, capsys):
     from twinsim.cli import main
 
     rec = {"format": "twinsim-reconstruction/1", "level": "L1", "model": "L1", "frame": "ct",
@@ -186,6 +186,17 @@ def test_plan_command_writes_plan_and_picture_and_refuses_bad_input(tmp_path, mo
     assert main(["plan", "--reconstruction", str(bad), "-o", str(tmp_path / "bad_out")]) == 2
     assert not (tmp_path / "bad_out").exists()  # nothing half-written
     assert main(["plan", "--reconstruction", str(tmp_path / "nope.json")]) == 2
+    # X-rays whose geometry is in another frame are not drawn (the plan itself is still made).
+    from twinsim.bench.recon import view_geometry
+    from twinsim.imaging.acquisition import Acquisition
+    from twinsim.imaging.views import NAMED_VIEWS
+
+    g = view_geometry(np.zeros(3), NAMED_VIEWS["AP"], 64)
+    other = Acquisition(np.zeros((64, 64), np.float32), type(g)(g.sdd_mm, 64, 64, g.pixel_spacing_mm, g.T_frame_source_mm, frame="ref"),
+                        (0.0, 1.0), view={"name": "AP"})
+    png, _ = other.save(tmp_path / "xr", "AP")
+    assert main(["plan", "--reconstruction", str(f), "--image", str(png), "-o", str(tmp_path / "frames")]) == 0
+    assert "not drawn" in capsys.readouterr().err
     assert main(["plan", "--reconstruction", str(f), "--cannula-mm", "-1", "-o", str(tmp_path / "neg")]) == 2
 
 

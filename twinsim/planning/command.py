@@ -69,6 +69,11 @@ def plan_and_write(fitted: FittedVertebra, settings: PlanSettings, out: Path, so
         acqs = [load_acquisition(p) for p in fitted.image_paths]
     except AcquisitionError as exc:
         print(f"twinsim plan: warning: X-rays not drawn ({exc}); pass them with --image", file=sys.stderr)
+    other = sorted({a.geometry.frame for a in acqs} - {fitted.frame})
+    if other:
+        print(f"twinsim plan: warning: X-rays not drawn: their geometry is in frame {', '.join(other)}, the reconstruction in "
+              f"{fitted.frame}", file=sys.stderr)
+        acqs = []
     src = {**(source or {}), "model": fitted.model_name, "images": [str(p) for p in fitted.image_paths]}
     json_path = save_plan(out / f"{level}_plan.json", plan, level, src)
     picture = write_plan_picture(out / f"{level}_plan.png", plan, fitted.vertices_mm, fitted.faces, fitted.landmarks_mm, acqs,
