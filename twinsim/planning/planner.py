@@ -160,7 +160,7 @@ def assess_path(anat: _Anatomy, plan: PathPlan, s: PlanSettings) -> PathPlan:
     return plan
 
 
-def _line_path(anat: _Anatomy, side: str, p: np.ndarray, u: np.ndarray, pullback_mm: float, s: PlanSettings
+def _line_path(anat: _Anatomy, p: np.ndarray, u: np.ndarray, pullback_mm: float, s: PlanSettings
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """Entry and target of the line through ``p`` along ``u``: where it leaves the bone backwards, and
     ``pullback_mm`` beyond the minimum tip distance short of where it leaves it forwards."""
@@ -187,7 +187,7 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
 
     def cost(x: np.ndarray) -> float:
         p, u, pull = unpack(x)
-        ends = _line_path(anat, start.side, p, u, pull, s)
+        ends = _line_path(anat, p, u, pull, s)
         if ends is None or x[4] < -pull0:
             return 1e3 + float(np.linalg.norm(x))
         entry, target = ends
@@ -200,8 +200,9 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
         value = -(min(float(c.min()), tip) + 0.1 * float(low.mean()))
         med, tilt = anat.angles_deg(start.side, u)
         pen = max(0.0, lo - med) + max(0.0, med - hi) + max(0.0, abs(tilt) - s.max_tilt_deg)
-        pen += 10.0 * max(0.0, s.anterior_fraction - anat.depth_fraction(target)) * anat.body_depth_mm / 10.0
+        pen += max(0.0, s.anterior_fraction - anat.depth_fraction(target)) * anat.body_depth_mm  # mm short of the anterior third
         pen += max(0.0, -anat.lateral_of_midline_mm(start.side, target))
+        # Degrees and millimetres past a limit weigh alike; an impossible line costs far more (1e3).
         return value + 2.0 * pen
 
     steps = np.array([1.0, 1.0, np.radians(4.0), np.radians(4.0), 3.0])
@@ -210,7 +211,7 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
                    options={"initial_simplex": simplex, "maxfev": s.max_evaluations, "xatol": 0.05, "fatol": 1e-3})
     x = res.x if res.fun <= cost(np.zeros(5)) else np.zeros(5)
     p, u, pull = unpack(x)
-    ends = _line_path(anat, start.side, p, u, pull, s)
+    ends = _line_path(anat, p, u, pull, s)
     if ends is None:
         return start
     return PathPlan(start.side, ends[0], ends[1], "refined")
