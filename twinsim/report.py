@@ -20,6 +20,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def read_json(path: str | Path, error: type[Exception], what: str) -> Any:
+    """A JSON file's contents; a missing or unreadable file raises ``error`` naming ``what`` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
 def num(x: float | None, spec: str) -> str:
     """A number for a table, or '-' where there is none."""
     return "-" if x is None else format(x, spec)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import binomtest
 from tqdm import tqdm
 
 from twinsim import frames
@@ -55,15 +56,12 @@ SEED000 = {"ours_success_synthetic": 0.82, "ours_success_cadaver": 0.75, "geopla
            "geoplan_success_cadaver": 0.31}
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate k/n."""
+def wilson_interval(k: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate k/n (nan without cases)."""
     if n == 0:
         return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z**2 / n
-    c = (p + z**2 / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / d
-    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def _case_row(scores: dict[str, Any] | None, reason: str | None = None, seconds: float = 0.0) -> dict[str, Any]:

@@ -50,8 +50,8 @@ def geoplan(geoms: Sequence[ProjectionGeometry], ideal: dict[str, tuple[np.ndarr
     sides = list(ideal)
     failed: dict[str, str] = {}
     clicks: list[dict[str, np.ndarray]] = []
+    centre = np.mean([pt for pair in ideal.values() for pt in pair], axis=0)
     for i, g in enumerate(geoms):
-        centre = np.mean([pt for pair in ideal.values() for pt in pair], axis=0)
         depth = (g.T_source_frame_mm @ np.append(centre, 1.0))[2]
         px_per_mm = g.sdd_mm / depth / np.asarray(g.pixel_spacing_mm)
         uv = {s: g.project(np.vstack(ideal[s])) for s in sides}  # (2, 2): entry, target

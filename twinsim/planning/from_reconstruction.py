@@ -6,7 +6,6 @@ in the X-rays' frame) and the shape model; nothing else.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.anatomy.ssm import ShapeModel, load_model
-from twinsim.recon.fit import RECONSTRUCTION_FORMAT
+from twinsim.recon import RECONSTRUCTION_FORMAT
+from twinsim.report import read_json
 
 
 class ReconstructionFileError(ValueError):
@@ -41,12 +41,7 @@ class FittedVertebra:
 
 def load_reconstruction(path: str | Path, model: ShapeModel | None = None) -> FittedVertebra:
     path = Path(path)
-    if not path.is_file():
-        raise ReconstructionFileError(f"reconstruction file not found: {path}")
-    try:
-        d: Any = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReconstructionFileError(f"reconstruction file {path} is not valid JSON: {exc}") from exc
+    d: Any = read_json(path, ReconstructionFileError, "reconstruction file")
     if not isinstance(d, dict) or d.get("format") != RECONSTRUCTION_FORMAT:
         raise ReconstructionFileError(f"{path} is not a {RECONSTRUCTION_FORMAT!r} file (written by `twinsim reconstruct`)")
     for key in ("model", "frame", "T_frame_model_mm", "coeffs_sd"):

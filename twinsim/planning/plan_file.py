@@ -16,7 +16,6 @@ not their distance), so a hand-edited file cannot slip an inconsistent path to t
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from twinsim.planning.planner import SIDES, PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings, PlanSettingsError
-from twinsim.report import write_json
+from twinsim.report import read_json, write_json
 
 FORMAT = "twinsim-plan/1"
 _PATH_FLOATS = ("min_clearance_mm", "clearance_at_depth_mm", "tip_to_cortex_mm", "tip_depth_fraction", "medial_angle_deg", "tilt_deg")
@@ -66,12 +65,7 @@ def _vec(d: dict[str, Any], key: str, where: str) -> np.ndarray:
 def load_plan(path: str | Path) -> tuple[VertebraPlan, dict[str, Any]]:
     """The plan and the raw file contents; refuses anything missing, malformed or inconsistent."""
     path = Path(path)
-    if not path.is_file():
-        raise PlanFileError(f"plan file not found: {path}")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanFileError(f"plan file {path} is not valid JSON: {exc}") from exc
+    d = read_json(path, PlanFileError, "plan file")
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise PlanFileError(f"plan file {path} is not a {FORMAT!r} file (format: {d.get('format') if isinstance(d, dict) else None!r})")
     paths = d.get("paths")

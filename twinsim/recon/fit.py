@@ -27,12 +27,12 @@ from twinsim.anatomy.ssm import ShapeModel
 from twinsim.anatomy.ssm_torch import DifferentiableInstance, axis_angle_to_matrix
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
+from twinsim.recon import RECONSTRUCTION_FORMAT
 from twinsim.recon.camera import RoiBox, camera_for, crop_image
 from twinsim.recon.initialization import Clicks, InitializationError, InitialPose, initial_pose
 from twinsim.recon.renderer import covariances, render, vertex_spacing_mm
 from twinsim.recon.similarity import GradientNCCLoss, ImageLoss, shape_prior
 
-RECONSTRUCTION_FORMAT = "twinsim-reconstruction/1"
 # A vertebra must have at least this share of its projected starting surface inside each image.
 MIN_INSIDE_FRACTION = 0.6
 

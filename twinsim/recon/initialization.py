@@ -29,7 +29,7 @@ import numpy as np
 from twinsim import frames
 from twinsim.anatomy.ssm import ShapeModel
 from twinsim.imaging.projection import ProjectionGeometry
-from twinsim.report import atomic_output
+from twinsim.report import atomic_output, read_json
 
 FORMAT = "twinsim-landmarks/1"
 MIN_VIEW_SEPARATION_DEG = 5.0
@@ -73,12 +73,7 @@ def canonical_name(name: str) -> str:
 def load_clicks(path: str | Path, n_views: int | None = None) -> Clicks:
     """Read a clicks file; names may be model annotations or backup names (centroid, superior, ...)."""
     path = Path(path)
-    if not path.is_file():
-        raise InitializationError(f"landmarks file not found: {path}")
-    try:
-        d: Any = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InitializationError(f"landmarks file {path} is not valid JSON: {exc}") from exc
+    d: Any = read_json(path, InitializationError, "landmarks file")
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("views"), list):
         raise InitializationError(f"landmarks file {path} must be a {FORMAT!r} object with a 'views' list")
     if n_views is not None and len(d["views"]) != n_views:
