@@ -7,15 +7,15 @@ import pytest
 
 from twinsim import frames
 from twinsim.bench.mapping import plot_mapping, run_mapping_bench
-from twinsim.sim import panda
+from twinsim.robot import panda
+from twinsim.robot.kinematics import IKError
+from twinsim.robot.nominal import NominalPanda
 from twinsim.sim.hand_held import tool
-from twinsim.sim.kinematics import IKError
 from twinsim.sim.markers_in_room import room_tracker
 from twinsim.sim.robot_driver import SimulatedArm
 from twinsim.sim.scene_config import KinematicErrorConfig, SceneConfigError, load_scene_config
 from twinsim.sim.world import build_operating_room
 from twinsim.twin.calibration_set import CalibrationFileError, load_calibration, save_calibration
-from twinsim.twin.robot_model import NominalPanda
 from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import TrackingLost
 

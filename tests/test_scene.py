@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from twinsim import frames
-from twinsim.sim import panda
+from twinsim.robot import panda
 from twinsim.sim.scene_config import DEFAULT_SCENE, SceneConfigError, load_scene_config
 
 

@@ -197,12 +197,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import datetime
 
     from twinsim.report import table
+    from twinsim.robot.nominal import NominalPanda
     from twinsim.sim.calibration_session import SessionSettings, run_calibration
     from twinsim.sim.markers_in_room import room_tracker
     from twinsim.sim.robot_driver import SimulatedArm
     from twinsim.sim.world import build_operating_room
     from twinsim.twin.calibration_set import save_calibration
-    from twinsim.twin.robot_model import NominalPanda
 
     room = build_operating_room(args.scene, progress=None)
     with room, NominalPanda(room.config.needle_guide) as model:
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.planning.settings import PlanSettingsError
     from twinsim.recon.initialization import InitializationError
     from twinsim.recon.renderer import RenderError
-    from twinsim.sim.kinematics import IKError
+    from twinsim.robot.kinematics import IKError
     from twinsim.sim.scene_config import SceneConfigError
     from twinsim.tracking.calibration import CalibrationError
     from twinsim.tracking.markers import MarkerError

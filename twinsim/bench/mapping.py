@@ -23,14 +23,14 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.anatomy.patient import Patient
 from twinsim.report import table, write_figure, write_json
-from twinsim.sim import panda
+from twinsim.robot import panda
+from twinsim.robot.nominal import NominalPanda
 from twinsim.sim.calibration_session import SessionSettings, run_calibration
 from twinsim.sim.hand_held import tool
 from twinsim.sim.markers_in_room import room_tracker
 from twinsim.sim.robot_driver import SimulatedArm
 from twinsim.sim.world import OperatingRoom, build_operating_room
 from twinsim.twin.calibration_set import CalibrationSet
-from twinsim.twin.robot_model import NominalPanda
 from twinsim.twin.sync import TwinSync
 
 # Seed 004, Tables 2 and 3: per-point errors (mm) of its ten points.

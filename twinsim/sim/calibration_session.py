@@ -24,6 +24,7 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.anatomy.landmarks import posterior_surface_mm, spinous_tip_mm, transverse_tips_mm
 from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.robot.nominal import NominalPanda
 from twinsim.sim import hand_held
 from twinsim.sim.robot_driver import SimulatedArm
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
@@ -32,7 +33,6 @@ from twinsim.tracking.hand_eye import hand_eye_calibrate, robot_world_calibrate
 from twinsim.tracking.registration import paired_point_register, surface_register
 from twinsim.tracking.vega_sim import SimulatedVega
 from twinsim.twin.calibration_set import CalibrationSet
-from twinsim.twin.robot_model import NominalPanda
 from twinsim.twin.sync import REFERENCE
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 

@@ -13,8 +13,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
-from twinsim.sim import panda
-from twinsim.sim.kinematics import IKError, solve_ik
+from twinsim.robot import panda
+from twinsim.robot.kinematics import IKError, solve_ik
 from twinsim.sim.robot_driver import SimulatedArm
 from twinsim.tracking.calibration import pivot_motion
 from twinsim.tracking.vega_sim import SimulatedTool, SimulatedVega

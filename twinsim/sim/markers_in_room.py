@@ -14,7 +14,7 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.anatomy.landmarks import spinous_tip_mm
-from twinsim.sim import panda
+from twinsim.robot import panda
 from twinsim.sim.scene_config import SceneConfigError
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
 from twinsim.tracking.markers import check_distinguishable, load_marker

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinsim.sim import panda
+from twinsim.robot import panda
 from twinsim.sim.world import OperatingRoom
 
 # Joint noise per unit repeatability: a Panda tool ~0.8 m from the shoulder sees joint errors

@@ -18,11 +18,11 @@ from twinsim import frames
 from twinsim.anatomy.example import example_patient
 from twinsim.anatomy.patient import Patient, build_patient
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
-from twinsim.sim import panda
+from twinsim.robot import panda
+from twinsim.robot.kinematics import arm_indices
 from twinsim.sim.bodies import box_body, mesh_body
 from twinsim.sim.carm_body import create_carm_body
-from twinsim.sim.kinematics import arm_indices
-from twinsim.sim.scene_config import RobotConfig, SceneConfig, load_scene_config
+from twinsim.sim.scene_config import RobotConfig, SceneConfig, SceneConfigError, load_scene_config
 
 TABLE_RGBA = (0.55, 0.58, 0.62, 1.0)
 CART_RGBA = (0.30, 0.32, 0.36, 1.0)
@@ -213,7 +213,10 @@ def mesh_in_world_m(T_world_ct: np.ndarray, vertices_ct_mm: np.ndarray) -> np.nd
 def _add_robot(client: int, cfg: SceneConfig, rc: RobotConfig) -> RobotHandle:
     tool = cfg.needle_guide if rc.tool == "needle_guide" else cfg.tracker_camera
     urdf = panda.panda_urdf(tool, errors=rc.kinematic_errors)  # the room is reality: the arm as built
-    q0 = panda.check_joint_positions(rc.home_q_rad, f"robots.{rc.name}.home_q_rad in {cfg.path}")
+    try:
+        q0 = panda.check_joint_positions(rc.home_q_rad, f"robots.{rc.name}.home_q_rad in {cfg.path}")
+    except panda.JointLimitError as exc:
+        raise SceneConfigError(str(exc)) from exc
     quat = frames.matrix_to_quat_xyzw(frames.rpy_to_matrix(np.deg2rad(rc.base_rpy_deg)))
     body = pb.loadURDF(str(urdf), basePosition=rc.base_xyz_m.tolist(), baseOrientation=quat.tolist(),
                        useFixedBase=True, flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=client)

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from twinsim import frames
-from twinsim.sim import panda
+from twinsim.robot import panda
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 

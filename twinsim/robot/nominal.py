@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pybullet as pb
 
-from twinsim.sim import panda
-from twinsim.sim.kinematics import arm_indices, link_pose_m, set_joints, solve_ik
-from twinsim.sim.scene_config import NeedleGuideConfig, TrackerCameraConfig
+from twinsim.robot import panda
+from twinsim.robot.kinematics import arm_indices, link_pose_m, set_joints, solve_ik
+from twinsim.robot.tools import NeedleGuideConfig, TrackerCameraConfig
 
 
 class NominalPanda:

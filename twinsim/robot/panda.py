@@ -14,7 +14,7 @@ import numpy as np
 import pybullet_data
 
 from twinsim.paths import cache_home
-from twinsim.sim.scene_config import KinematicErrorConfig, NeedleGuideConfig, SceneConfigError, TrackerCameraConfig
+from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig
 
 # Franka Emika Panda datasheet soft joint limits, rad (see ../shared/DESIGN.md).
 SOFT_LIMITS_RAD = np.array(
@@ -29,6 +29,7 @@ SOFT_LIMITS_RAD = np.array(
     ]
 )
 VELOCITY_LIMITS_RAD_S = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
+ACCELERATION_LIMITS_RAD_S2 = np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0])
 ARM_JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 FLANGE_LINK = "panda_link8"
 GRIPPER_LINKS = {"panda_hand", "panda_leftfinger", "panda_rightfinger", "panda_grasptarget"}
@@ -36,17 +37,21 @@ TOOL_TIP_LINK = "tool_tip"  # needle guide: tip of the guide channel, z along th
 CAMERA_LINK = "tracker_optical"  # tracker camera: front face centre, z along the view
 
 
+class JointLimitError(ValueError):
+    """A joint configuration that is not 7 values inside the Panda's soft limits."""
+
+
 def check_joint_positions(q_rad: np.ndarray, what: str) -> np.ndarray:
     q = np.asarray(q_rad, dtype=np.float64)
     if q.shape != (7,):
-        raise SceneConfigError(f"{what}: a Panda configuration has 7 joint values, got {q.shape}")
+        raise JointLimitError(f"{what}: a Panda configuration has 7 joint values, got {q.shape}")
     bad = [
         f"joint {i + 1} = {q[i]:.4f} not in [{lo}, {hi}]"
         for i, (lo, hi) in enumerate(SOFT_LIMITS_RAD)
         if not lo <= q[i] <= hi
     ]
     if bad:
-        raise SceneConfigError(f"{what} violates the Panda soft limits: " + "; ".join(bad))
+        raise JointLimitError(f"{what} violates the Panda soft limits: " + "; ".join(bad))
     return q
 
 

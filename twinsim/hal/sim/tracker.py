@@ -1,0 +1,27 @@
+"""The simulated Vega behind the HAL ``Tracker``: each frame is 1/60 s of simulated time."""
+
+from __future__ import annotations
+
+from twinsim.hal.sim.clock import SimClock
+from twinsim.tracking.vega_sim import FRAME_RATE_HZ, SimulatedVega
+
+
+class SimTracker:
+    def __init__(self, vega: SimulatedVega, clock: SimClock) -> None:
+        self.vega, self.clock = vega, clock
+
+    def start_tracking(self) -> None:
+        self.vega.start_tracking()
+
+    def stop_tracking(self) -> None:
+        self.vega.stop_tracking()
+
+    def get_frame(self) -> tuple[list, list, list, list, list]:
+        self.clock.advance(1.0 / FRAME_RATE_HZ)  # devices moving meanwhile catch up before the measurement
+        return self.vega.get_frame()
+
+    def get_tool_descriptions(self) -> tuple[list, list]:
+        return self.vega.get_tool_descriptions()
+
+    def close(self) -> None:
+        self.vega.close()
