@@ -194,23 +194,26 @@ def cmd_ssm(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
     import datetime
 
+    from twinsim.hal.open_rig import open_rig
+    from twinsim.hal.rig import LabRig, load_rig
     from twinsim.report import table
-    from twinsim.robot.nominal import NominalPanda
-    from twinsim.sim.calibration_session import SessionSettings, run_calibration
-    from twinsim.sim.markers_in_room import room_tracker
-    from twinsim.sim.robot_driver import SimulatedArm
-    from twinsim.sim.world import build_operating_room
     from twinsim.twin.calibration_set import save_calibration
+    from twinsim.workflows.calibration import SessionSettings, run_calibration
 
-    room = build_operating_room(args.scene, progress=None)
-    with room, NominalPanda(room.config.needle_guide) as model:
-        vega = room_tracker(room, {"seed": args.seed})
-        cal = run_calibration(room, vega, SimulatedArm(room), model, SessionSettings(seed=args.seed), progress=None)
-    cal.meta = {"rig": "simulated room", "scene": room.config.path.name, "seed": args.seed,
+    rig = load_rig(args.rig)
+    out = Path(args.out) if args.out else (rig.calibration or Path("out/calibration.json"))
+    seed = args.seed if args.seed is not None else getattr(rig, "seed", 0)
+    settings = SessionSettings(seed=seed)
+    if args.speed_factor is not None:
+        settings = dataclasses.replace(settings, speed_factor=args.speed_factor)
+    with open_rig(rig, progress=None) as dev:
+        cal = run_calibration(dev.arm, dev.tracker, dev.model, dev.operator, dev.registration, settings, progress=None)
+    cal.meta = {"rig": rig.name, "rig_kind": rig.kind, "scene": rig.scene.name if rig.scene else "default.yaml", "seed": seed,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "tools": sorted(room.config.markers)}
+                "tools": sorted(rig.tracker.tools) if isinstance(rig, LabRig) else sorted(dev.room.config.markers)}
     r = cal.residuals
     rows = [
         ["pointer pivot", f"tip {np.round(cal.pointer_tip_mm, 2).tolist()}", f"{r['pointer_pivot']['rms_mm']:.3f} mm RMS", r["pointer_pivot"]["poses"]],
@@ -223,7 +226,54 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ["surface ICP", "T_ref_ct", f"{r['surface']['rms_mm']:.3f} mm RMS, {100 * r['surface']['inlier_fraction']:.0f} % within 2 mm", r["surface"]["points"]],
     ]
     print(table(["calibration", "result", "residual", "poses/points"], rows))
-    print(f"wrote {save_calibration(cal, args.out)}")
+    print(f"wrote {save_calibration(cal, out)}")
+    return 0
+
+
+def cmd_serve_vega(args: argparse.Namespace) -> int:
+    import json
+    import signal
+
+    from twinsim.hal.rig import SimRig, load_rig
+    from twinsim.hal.sim.vega_peer import FIRMWARE_BX, FIRMWARE_TX, VegaPeer
+    from twinsim.sim.markers_in_room import room_tracker
+    from twinsim.sim.world import build_operating_room
+
+    rig = load_rig(args.rig)
+    if not isinstance(rig, SimRig):
+        raise SystemExit(f"twinsim serve-vega: {args.rig} is a lab rig; serve-vega simulates a Vega from a sim rig's room")
+    room = build_operating_room(rig.scene, progress=None)
+    with room:
+        vega = room_tracker(room, {"seed": rig.seed if args.seed is None else args.seed})
+        log = open(args.log, "w") if args.log else None  # noqa: SIM115 (closed below, kept open while serving)
+
+        class LoggingVega:
+            """The room's tracker; every frame served is also written to the log (full precision)."""
+
+            def get_tool_descriptions(self) -> tuple[list, list]:
+                return vega.get_tool_descriptions()
+
+            def get_frame(self) -> tuple:
+                f = vega.get_frame()
+                if log is not None:
+                    log.write(json.dumps({"handles": list(map(int, f[0])), "frame_numbers": [float(x) for x in f[2]],
+                                          "poses": [np.asarray(T, dtype=float).tolist() for T in f[3]]}).replace("NaN", "null") + "\n")
+                    log.flush()
+                return f
+
+        peer = VegaPeer(LoggingVega(), args.host, args.port, FIRMWARE_TX if args.tx else FIRMWARE_BX)
+        signal.signal(signal.SIGTERM, lambda *_: peer.kill())
+        _, names = vega.get_tool_descriptions()
+        print(f"serving the simulated Vega of {rig.name} ({room.config.path.name}) on {peer.address[0]}:{peer.address[1]}, "
+              f"{'TX' if args.tx else 'BX'} frames; tools: {', '.join(map(str, names))}", flush=True)
+        try:
+            peer.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            peer.kill()
+            if log is not None:
+                log.close()
     return 0
 
 
@@ -373,15 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", action="append", choices=["L1", "lumbar"], help="which model (repeatable; default both)")
     s.set_defaults(func=cmd_ssm)
 
-    c = sub.add_parser("calibrate", help="run the calibration chain in the simulated room and write the rig's calibration file",
+    c = sub.add_parser("calibrate", help="run the calibration chain on a rig (simulated room or lab) and write its calibration file",
                        description="Pointer pivot, needle-guide tip pivot (tracker and robot TCP), hand-eye AX=XB and "
                                    "robot-world AX=ZB, paired-point (FRE, predicted TRE) and surface registration of the "
-                                   "patient, on tracker frames and joint readings from the simulated room. Writes a "
-                                   "twinsim-calibration/1 JSON file with every residual (the format a real rig uses).")
-    c.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
-    c.add_argument("-o", "--out", default="out/calibration.json", help="calibration file (default: out/calibration.json)")
-    c.add_argument("--seed", type=int, default=0, help="tracker noise and motion seed (default 0)")
+                                   "patient, through the hardware abstraction layer: tracker frames and joint readings from the "
+                                   "rig's devices; the human steps go through its operator (simulated, or prompted in the terminal). "
+                                   "Writes a twinsim-calibration/1 JSON file with every residual.")
+    c.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
+    c.add_argument("-o", "--out", help="calibration file (default: the rig's 'calibration' entry, else out/calibration.json)")
+    c.add_argument("--seed", type=int, default=None, help="sim rigs: tracker noise and motion seed (default: the rig's)")
+    c.add_argument("--speed-factor", type=float, default=None, help="fraction of the arm's velocity/acceleration limits (default 0.2)")
     c.set_defaults(func=cmd_calibrate)
+
+    v = sub.add_parser("serve-vega", help="serve a sim rig's simulated Polaris Vega over NDI's combined API (loopback)",
+                       description="Builds the rig's simulated room and answers NDI combined-API commands (INIT, PHSR, PHRQ, PVWR, "
+                                   "PINIT, PENA, VER, TSTART, BX/TX, TSTOP) with its tracker's measurements, so "
+                                   "scikit-surgerynditracker or any NDI client can be pointed at the twin. Tool files: "
+                                   "assets/markers/*.rom.")
+    v.add_argument("--rig", help="a sim rig file (default: hardware/sim.yaml)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
+    v.add_argument("--port", type=int, default=8765, help="TCP port (default 8765, the Vega's)")
+    v.add_argument("--tx", action="store_true", help="report firmware that scikit-surgerynditracker polls with TX (text) "
+                                                      "instead of BX (binary)")
+    v.add_argument("--seed", type=int, default=None, help="tracker noise seed (default: the rig's)")
+    v.add_argument("--log", help="also write every served frame (full precision) to this JSON-lines file")
+    v.set_defaults(func=cmd_serve_vega)
 
     rc = sub.add_parser("reconstruct", help="fit the vertebra shape model to two X-rays (pose + shape), write mesh, JSON, overlay",
                         description="Spine-DART-style reconstruction: 2D landmarks in both images are triangulated (DLT) and "
@@ -449,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.anatomy.meshing import MeshingError
     from twinsim.anatomy.shape_data import ShapeDataError
     from twinsim.anatomy.ssm import ShapeModelError
+    from twinsim.hal.errors import HalError, RigFileError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
     from twinsim.planning.cannula import PathGeometryError
@@ -458,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.recon.initialization import InitializationError
     from twinsim.recon.renderer import RenderError
     from twinsim.robot.kinematics import IKError
+    from twinsim.robot.panda import JointLimitError
     from twinsim.sim.scene_config import SceneConfigError
     from twinsim.tracking.calibration import CalibrationError
     from twinsim.tracking.markers import MarkerError
@@ -466,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan"}
+    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan", "serve-vega"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # no subcommand: the main job, with any options given
     args = parser.parse_args(argv)
@@ -475,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
             GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
             IKError, MarkerError, InitializationError, RenderError, PathGeometryError, ReconstructionFileError, PlanFileError,
-            PlanSettingsError) as exc:
+            PlanSettingsError, HalError, RigFileError, JointLimitError) as exc:
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

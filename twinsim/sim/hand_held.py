@@ -37,7 +37,7 @@ def read_frames(vega: SimulatedVega, n: int, settle: int = SETTLE_FRAMES) -> lis
     return [vega.get_frame() for _ in range(n)]
 
 
-def _hold(t: SimulatedTool, T_world_tool_m: np.ndarray) -> Callable[[], np.ndarray]:
+def hold(t: SimulatedTool, T_world_tool_m: np.ndarray) -> Callable[[], np.ndarray]:
     previous = t.T_world_tool_m
     t.T_world_tool_m = lambda: T_world_tool_m
     return previous
@@ -67,7 +67,7 @@ def pointer_pivot(vega: SimulatedVega, T_world_divot_m: np.ndarray, tip_mm: np.n
     t = tool(vega, "pointer")
     out = []
     for T in pivot_motion(T_world_divot_m, tip_mm, n, max_tilt_deg=25.0, seed=seed):
-        previous = _hold(t, T)
+        previous = hold(t, T)
         out.append(read_frames(vega, 1)[0][3][vega.tools.index(t)])
         t.T_world_tool_m = previous
     return np.array(out)
@@ -81,7 +81,7 @@ def pointer_touch(vega: SimulatedVega, points_world_m: np.ndarray, tip_mm: np.nd
     out = []
     for p in np.atleast_2d(points_world_m):
         T = pointer_pose_touching(p, tip_mm, vega.T_world_cam_m(), tilt_deg, rng)
-        previous = _hold(t, T)
+        previous = hold(t, T)
         out.append(read_frames(vega, n_frames))
         t.T_world_tool_m = previous
     return out

@@ -32,9 +32,16 @@ class SimulatedArm:
         """Encoder readings (what the controller reports)."""
         return self.room.joint_positions(self.name) - self.zero_offset_rad
 
-    def move_joints(self, q_rad: np.ndarray) -> np.ndarray:
-        """Move to commanded joint positions (checked against the soft limits); returns the readings."""
+    def move_joints(self, q_rad: np.ndarray, speed_factor: float = 1.0, asynchronous: bool = False) -> np.ndarray:
+        """Arrive at commanded joint positions at once (checked against the soft limits); returns the readings.
+
+        No motion in between: for the twin's own tests and benches. The HAL's
+        :class:`twinsim.hal.sim.arm.SimArm` moves over time and stops at contacts.
+        """
         q = panda.check_joint_positions(q_rad, f"{self.name} robot command")
         physical = q + self.zero_offset_rad + self._rng.normal(0.0, self.joint_noise_sd_rad, 7)
         self.room.set_joint_positions(self.name, np.clip(physical, panda.SOFT_LIMITS_RAD[:, 0], panda.SOFT_LIMITS_RAD[:, 1]))
         return self.read_joints_rad()
+
+    def recover(self) -> None:
+        """Nothing to clear: an instant move has no reflexes."""

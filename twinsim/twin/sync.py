@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from twinsim import frames
+from twinsim.hal import Arm
 from twinsim.robot import panda
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
@@ -29,11 +30,6 @@ from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 REFERENCE = "patient_reference"
 NEEDLE_MARKER = "needle_guide"
 CARM_MARKER = "carm"
-
-
-class Arm(Protocol):
-    def read_joints_rad(self) -> np.ndarray: ...
-    def move_joints(self, q_rad: np.ndarray) -> np.ndarray: ...
 
 
 class KinematicModel(Protocol):

@@ -12,12 +12,16 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
+from twinsim.hal.errors import ToolMissing
 
 MIN_TRACKED_FRACTION = 0.5  # of the frames averaged; fewer and the tool counts as lost
 
 
-class TrackingLost(RuntimeError):
+class TrackingLost(ToolMissing):
     """A tool the twin needs is not tracked (occluded, outside the volume, or tracker dropout)."""
+
+    def __init__(self, message: str, device: str = "tracker") -> None:
+        super().__init__(device, message)
 
 
 def tool_poses(frame_list: Sequence[tuple], handle: int) -> np.ndarray:

@@ -1,0 +1,110 @@
+"""Open the devices a rig file names: the simulated room's, or the lab's real ones.
+
+The only module that knows both worlds; commands call it, workflows receive its interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
+from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
+from twinsim.robot.nominal import NominalPanda
+from twinsim.tracking.fiducials import RegistrationTarget, registration_target
+
+
+@dataclass
+class RigDevices:
+    rig: SimRig | LabRig
+    arm: Arm
+    tracker: Tracker
+    carm: CArm
+    operator: Operator
+    model: NominalPanda  # the twin's nominal kinematics of the operation robot
+    registration: RegistrationTarget  # from the patient's planning data
+    room: Any = None  # the simulated room (sim rigs only; evaluation code may read it)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for f in reversed(self._closers):
+            try:
+                f()
+            except Exception:  # noqa: BLE001 (closing everything matters more than the first failure)
+                pass
+        self._closers.clear()
+
+    def __enter__(self) -> RigDevices:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _target(patient: Any, level: str) -> RegistrationTarget:
+    return registration_target({lvl: patient.vertebra(lvl) for lvl in patient.levels}, level)
+
+
+def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
+    from twinsim.hal.sim.arm import SimArm
+    from twinsim.hal.sim.carm import SimCArm
+    from twinsim.hal.sim.clock import SimClock
+    from twinsim.hal.sim.operator import SimOperator
+    from twinsim.hal.sim.tracker import SimTracker
+    from twinsim.sim.markers_in_room import room_tracker
+    from twinsim.sim.world import build_operating_room
+
+    room = build_operating_room(rig.scene, progress=progress)
+    try:
+        clock = SimClock()
+        vega = room_tracker(room, {"seed": rig.seed})
+        arm = SimArm(room, clock)
+        target = _target(room.patient, room.config.patient.target_level)
+        operator = SimOperator(room, vega, dict(zip(target.fiducial_names, target.fiducials_ct_mm, strict=True)), seed=rig.seed)
+        model = NominalPanda(room.config.needle_guide)
+        dev = RigDevices(rig, arm, SimTracker(vega, clock), SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed),
+                         operator, model, target, room)
+    except Exception:
+        room.close()
+        raise
+    dev._closers += [room.close, arm.close, model.close]
+    return dev
+
+
+def open_lab(rig: LabRig) -> RigDevices:
+    from twinsim.hal.real.folder_carm import FolderCArm
+    from twinsim.hal.real.franky_arm import FrankyArm
+    from twinsim.hal.real.ndi_tracker import open_ndi_tracker
+    from twinsim.hal.real.terminal_operator import TerminalOperator
+    from twinsim.sim.scene_config import load_scene_config
+    from twinsim.sim.world import load_scene_patient
+
+    cfg = load_scene_config(rig.scene)
+    operator = TerminalOperator()
+    closers: list[Callable[[], None]] = []
+    try:
+        op = rig.robots["operation"]
+        arm = FrankyArm(op.hostname, "operation", op.realtime)
+        closers.append(arm.close)
+        t = rig.tracker
+        tracker = open_ndi_tracker({"tracker type": t.type, "ip address": t.ip_address, "port": t.port,
+                                    "romfiles": [str(t.tools[n]) for n in TRACKED_TOOLS]},
+                                   timeout_s=t.timeout_s, tool_names=list(TRACKED_TOOLS))
+        closers.append(tracker.close)
+        tracker.start_tracking()
+        carm = FolderCArm(rig.carm.image_folder, rig.carm.calibration, timeout_s=rig.carm.timeout_s, operator=operator)
+        model = NominalPanda(cfg.needle_guide)
+        closers.append(model.close)
+        patient = load_scene_patient(cfg)
+        dev = RigDevices(rig, arm, tracker, carm, operator, model, _target(patient, cfg.patient.target_level))
+    except Exception:
+        for f in reversed(closers):
+            f()
+        raise
+    dev._closers += closers
+    return dev
+
+
+def open_rig(rig: SimRig | LabRig, progress: bool | None = None) -> RigDevices:
+    return open_sim(rig, progress) if isinstance(rig, SimRig) else open_lab(rig)

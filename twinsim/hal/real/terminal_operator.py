@@ -1,0 +1,50 @@
+"""The people at a real rig, prompted in the terminal: each step waits for Enter, then samples while they hold or move."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+from twinsim.hal.errors import HalError
+from twinsim.hal.interfaces import Arm
+
+SAMPLE_PERIOD_S = 0.25  # between poses while someone pivots: the tracker is read at each
+
+
+class TerminalOperator:
+    def __init__(self, sample_period_s: float = SAMPLE_PERIOD_S) -> None:
+        self.sample_period_s = sample_period_s
+
+    def say(self, message: str) -> None:
+        print(f"[operator] {message}", flush=True)
+
+    def _confirm(self, message: str) -> None:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise HalError("operator", f"a person must act at this step, but there is no terminal to ask: {message}")
+        input(f"[operator] {message} Press Enter when ready. ")
+
+    def _sweep(self, n: int) -> Iterator[int]:
+        for i in range(n):
+            yield i
+            time.sleep(self.sample_period_s)
+
+    def pivot_pointer(self, n_poses: int) -> Iterator[int]:
+        self._confirm(f"Put the pointer tip in the divot and pivot it slowly (about {n_poses * self.sample_period_s:.0f} s), "
+                      "keeping its marker towards the camera.")
+        yield from self._sweep(n_poses)
+
+    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int) -> Iterator[int]:
+        self._confirm(f"Switch {arm.name} to guiding mode, seat the needle-guide tip in the divot and tilt the robot about "
+                      f"it slowly (about {n_poses * self.sample_period_s:.0f} s).")
+        yield from self._sweep(n_poses)
+
+    def touch_landmarks(self, names: Sequence[str]) -> Iterator[str]:
+        for name in names:
+            self._confirm(f"Touch the {name} with the pointer and hold still.")
+            yield name
+
+    def touch_surface(self, n_points: int) -> Iterator[int]:
+        for i in range(n_points):
+            self._confirm(f"Touch exposed bone of the target level, point {i + 1} of {n_points}, and hold still.")
+            yield i

@@ -1,0 +1,50 @@
+"""The simulated C-arm behind the HAL ``CArm``: turns in the room (refusing a pose that collides) and exposes DRRs."""
+
+from __future__ import annotations
+
+from twinsim.hal.errors import MotionAborted
+from twinsim.hal.interfaces import CArmView
+from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.drr import DetectorModel, DRRRenderer
+from twinsim.imaging.views import View
+from twinsim.sim.carm_imaging import acquire, carm_collisions
+from twinsim.sim.world import OperatingRoom, scene_patient_files
+
+
+class SimCArm:
+    def __init__(self, room: OperatingRoom, size_px: int = 256, n_samples: int = 256, detector: DetectorModel | None = None,
+                 seed: int = 0, name: str = "carm") -> None:
+        self.room, self.size_px, self.n_samples, self.name = room, size_px, n_samples, name
+        self.detector = detector or DetectorModel.realistic()
+        self.seed = seed
+        self.view: CArmView | None = None
+        self._renderer: DRRRenderer | None = None
+        self._shots = 0
+
+    def move_to(self, view: CArmView) -> None:
+        previous = (self.view.lao_deg, self.view.cranial_deg) if self.view else (self.room.config.carm.lao_deg,
+                                                                                   self.room.config.carm.cranial_deg)
+        self.room.set_carm_angles(view.lao_deg, view.cranial_deg)
+        hits = carm_collisions(self.room)
+        if hits:
+            self.room.set_carm_angles(*previous)
+            raise MotionAborted(self.name, f"the C-arm cannot turn to {view.name}: it would touch "
+                                           + ", ".join(f"{h.b} ({-h.distance_m * 1000:.0f} mm)" for h in hits))
+        self.view = view
+
+    def acquire(self) -> Acquisition:
+        if self.view is None:
+            self.move_to(CArmView("current", self.room.config.carm.lao_deg, self.room.config.carm.cranial_deg))
+        if self._renderer is None:
+            from twinsim.anatomy.ct import load_ct
+
+            ct_path, labels_path, table_path, _ = scene_patient_files(self.room.config)
+            self._renderer = DRRRenderer(load_ct(ct_path, labels_path, table_path), n_samples=self.n_samples)
+        v = self.view
+        acq, _ = acquire(self.room, self._renderer, View(v.name, v.lao_deg, v.cranial_deg), (self.size_px, self.size_px),
+                         self.detector, seed=self.seed + self._shots)
+        self._shots += 1
+        return acq
+
+    def close(self) -> None:
+        self._renderer = None

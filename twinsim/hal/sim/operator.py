@@ -1,0 +1,114 @@
+"""The people in the simulated room: they pivot the pointer, hand-guide the robot and touch bone.
+
+Their hands are simulation: they set true poses in the room (see :mod:`twinsim.sim.hand_held`);
+the workflow that asked only sees the tracker frames and joint readings taken at each yield.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from twinsim.anatomy.landmarks import posterior_surface_mm
+from twinsim.hal.errors import HalError
+from twinsim.hal.interfaces import Arm
+from twinsim.robot import panda
+from twinsim.robot.kinematics import IKError, solve_ik
+from twinsim.sim import hand_held
+from twinsim.sim.world import OperatingRoom, mesh_in_world_m
+from twinsim.tracking.calibration import pivot_motion
+from twinsim.tracking.vega_sim import SimulatedVega
+
+
+class SimOperator:
+    """``landmarks_ct_mm``: where each named landmark is in the CT (the person knows the anatomy)."""
+
+    def __init__(self, room: OperatingRoom, vega: SimulatedVega, landmarks_ct_mm: dict[str, np.ndarray],
+                 seed: int = 0, fiducial_fle_mm: float = 1.0, surface_touch_mm: float = 0.3, verbose: bool = False) -> None:
+        self.room, self.vega, self.landmarks_ct_mm = room, vega, landmarks_ct_mm
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.fiducial_fle_mm, self.surface_touch_mm, self.verbose = fiducial_fle_mm, surface_touch_mm, verbose
+        self.true_tip_mm = np.asarray(room.config.markers["pointer"].get("tip_mm", [0.0, -160.0, -20.0]), dtype=float)
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(f"[operator] {message}")
+
+    def _pointer(self) -> hand_held.SimulatedTool:
+        return hand_held.tool(self.vega, "pointer")
+
+    def pivot_pointer(self, n_poses: int) -> Iterator[int]:
+        # A divot on a 15 cm block on the table beside the patient, inside the tracker's volume.
+        tc = self.room.config.table
+        divot = np.array([0.25, -0.22, tc.top_height_m + 0.15])
+        T_divot = hand_held.pointer_pose_touching(divot, self.true_tip_mm, self.vega.T_world_cam_m())
+        T_divot[:3, 3] = divot
+        t = self._pointer()
+        for i, T in enumerate(pivot_motion(T_divot, self.true_tip_mm, n_poses, max_tilt_deg=25.0, seed=self.seed)):
+            previous = hand_held.hold(t, T)
+            try:
+                yield i
+            finally:
+                t.T_world_tool_m = previous
+
+    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, max_tilt_deg: float = 15.0) -> Iterator[int]:
+        """Guiding mode, tip in a divot where it is now; the arm as built obeys the divot."""
+        name = getattr(arm, "name", "operation")
+        if name not in self.room.robots:
+            raise HalError(name, "the simulated operator can only hand-guide a robot of the simulated room")
+        h = self.room.robots[name]
+        link = h.link_index[panda.TOOL_TIP_LINK]
+        T0 = self.room.link_pose(name, panda.TOOL_TIP_LINK)
+        q = q_start = self.room.joint_positions(name)
+        rng = np.random.default_rng(self.seed)
+        from scipy.spatial.transform import Rotation
+
+        done = 0
+        try:
+            for _ in range(n_poses):
+                tilt = Rotation.from_rotvec(np.r_[rng.uniform(-1, 1, 2) * np.deg2rad(max_tilt_deg), rng.uniform(-0.3, 0.3)])
+                target = T0.copy()
+                target[:3, :3] = T0[:3, :3] @ tilt.as_matrix()
+                try:
+                    q = solve_ik(self.room.client, h.body, h.joint_indices, link, target, q, panda.SOFT_LIMITS_RAD)
+                except IKError:
+                    continue
+                self.room.set_joint_positions(name, q)
+                yield done
+                done += 1
+        finally:
+            self.room.set_joint_positions(name, q_start)
+
+    def _touch(self, points_world_m: np.ndarray, tilt_deg: float = 10.0) -> Iterator[int]:
+        t = self._pointer()
+        for i, p in enumerate(np.atleast_2d(points_world_m)):
+            T = hand_held.pointer_pose_touching(p, self.true_tip_mm, self.vega.T_world_cam_m(), tilt_deg, self.rng)
+            previous = hand_held.hold(t, T)
+            try:
+                yield i
+            finally:
+                t.T_world_tool_m = previous
+
+    def touch_landmarks(self, names: Sequence[str]) -> Iterator[str]:
+        missing = [n for n in names if n not in self.landmarks_ct_mm]
+        if missing:
+            raise HalError("operator", f"unknown landmarks {missing}; known: {sorted(self.landmarks_ct_mm)}")
+        ct = np.array([self.landmarks_ct_mm[n] for n in names])
+        ct = ct + self.rng.normal(0.0, self.fiducial_fle_mm / np.sqrt(3), ct.shape)  # through soft tissue
+        for i in self._touch(mesh_in_world_m(self.room.T_world_ct, ct)):
+            yield names[i]
+
+    def touch_surface(self, n_points: int) -> Iterator[int]:
+        """Random points on the exposed posterior elements of the target level."""
+        mesh = self.room.patient.vertebra(self.room.config.patient.target_level)
+        keep, _ = posterior_surface_mm(mesh)
+        pick = self.rng.choice(keep, min(n_points, len(keep)), replace=False)
+        pts = []
+        for v in pick:
+            around = np.flatnonzero((mesh.faces == v).any(axis=1))
+            f = mesh.faces[around[self.rng.integers(len(around))]]
+            pts.append(self.rng.dirichlet(np.ones(3)) @ mesh.vertices_mm[f])
+        pts = np.array(pts) + self.rng.normal(0, self.surface_touch_mm / np.sqrt(3), (len(pts), 3))
+        yield from self._touch(mesh_in_world_m(self.room.T_world_ct, pts))
