@@ -86,7 +86,9 @@ class FrankyArm:
         return bool(self._call(lambda: self.robot.join_motion(timeout_s)))
 
     def is_moving(self) -> bool:
-        return bool(self._call(self.robot.poll_motion))
+        # franky 2.0's poll_motion returns True once the motion has finished (seen against franky-sim),
+        # whatever its docstring says.
+        return not bool(self._call(self.robot.poll_motion))
 
     def stop(self) -> None:
         self._call(self.robot.stop)

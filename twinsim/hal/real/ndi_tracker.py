@@ -6,6 +6,12 @@ receive and send timeout right after it connects: a silent or dead peer then mak
 ndicapi call fail within ``timeout_s``, and every frame is checked for that failure, so a
 stale pose is never returned. Everything else is the driver's own code path (``ping``, INIT,
 tool upload, BX or TX frames).
+
+A driver bug worked around here: ndicapy (3.7.6) returns every reply as a UTF-8 string, BX's
+binary reply included, so a BX frame whose bytes are not valid UTF-8 (any reply for three or
+more tools: its length byte is >= 0x80) raises UnicodeDecodeError after ndicapi has parsed it
+correctly. The driver ignores that return value, so the capture command's decode error is
+dropped and the parsed frame used; errors still come from ``ndiGetError``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,31 @@ def _set_timeouts(fd: int, timeout_s: float) -> None:
         s.close()
 
 
+class _BinaryTolerantNdicapy:
+    """ndicapy, but a BX reply that is not valid UTF-8 is not an error (see the module docstring)."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def ndiCommand(self, device: Any, command: str, *args: Any) -> str:  # noqa: N802 (ndicapy's name)
+        try:
+            return self._module.ndiCommand(device, command, *args)
+        except UnicodeDecodeError:
+            if str(command).startswith("BX"):
+                return ""
+            raise
+
+
+def _patch_driver() -> None:
+    from sksurgerynditracker import nditracker
+
+    if not isinstance(nditracker.ndicapy, _BinaryTolerantNdicapy):
+        nditracker.ndicapy = _BinaryTolerantNdicapy(nditracker.ndicapy)
+
+
 def open_ndi_tracker(configuration: dict[str, Any], name: str = "tracker", timeout_s: float = DEFAULT_TIMEOUT_S,
                      tool_names: list[str] | None = None) -> Any:
     """An ``NDITracker`` subclass instance connected per ``configuration`` (the driver's own keys).
@@ -64,7 +95,10 @@ def open_ndi_tracker(configuration: dict[str, Any], name: str = "tracker", timeo
                 raise ConnectionLost(name, f"could not connect to an NDI tracker at {ip}:{port}")
             for fd in _socket_fds() - before:
                 _set_timeouts(fd, timeout_s)
-            ndicapy.ndiCommand(self._device, "INIT:")
+            try:
+                ndicapy.ndiCommand(self._device, "INIT:")
+            except OSError as exc:
+                raise ConnectionLost(name, f"no NDI tracker answers at {ip}:{port} ({exc})") from exc
             self._check_for_errors("sending INIT")
 
         def _check_for_errors(self, message: str) -> None:
@@ -74,7 +108,11 @@ def open_ndi_tracker(configuration: dict[str, Any], name: str = "tracker", timeo
                                            f"(no valid reply within {timeout_s:g} s, or the tracker refused it)")
 
         def get_frame(self) -> tuple:
-            frame = super().get_frame()
+            try:
+                frame = super().get_frame()
+            except OSError as exc:  # ndicapy raises its errors as OSError
+                raise ConnectionLost(name, f"error when reading a frame: {exc} (no valid reply within {timeout_s:g} s, "
+                                           "or the connection dropped)") from exc
             self._check_for_errors("reading a frame")
             return frame
 
@@ -84,6 +122,7 @@ def open_ndi_tracker(configuration: dict[str, Any], name: str = "tracker", timeo
             by_file = dict(zip(configuration.get("romfiles", []), tool_names or [], strict=False))
             return handles, [by_file.get(str(d), Path(str(d)).stem) for d in descriptions]
 
+    _patch_driver()
     for rom in configuration.get("romfiles", []):
         if not Path(rom).is_file():
             raise ConnectionLost(name, f"tool definition file not found: {rom}")
