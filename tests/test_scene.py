@@ -140,6 +140,16 @@ def test_scene_file_errors_name_the_key(tmp_path):
     p = _write_scene(tmp_path, lambda d: d["carm"].__setitem__("sid_mm", 2000.0))
     with pytest.raises(SceneConfigError, match="source-isocenter"):
         load_scene_config(p)
+    # Validated with pydantic: a misspelt key is an error, not silently ignored.
+    p = _write_scene(tmp_path, lambda d: d["table"].__setitem__("top_heigth_m", 1.0))
+    with pytest.raises(SceneConfigError, match="unknown key 'table.top_heigth_m' \\(misspelt\\?\\)"):
+        load_scene_config(p)
+    p = _write_scene(tmp_path, lambda d: d["markers"]["pointer"].__setitem__("tipp_mm", [0, 0, 0]))
+    with pytest.raises(SceneConfigError, match="unknown key 'markers.pointer.tipp_mm'"):
+        load_scene_config(p)
+    p = _write_scene(tmp_path, lambda d: d["patient"].__setitem__("source", {"ct": "a.nii"}))
+    with pytest.raises(SceneConfigError, match="missing key 'patient.source.labels'"):
+        load_scene_config(p)
 
 
 def test_home_pose_outside_soft_limits_is_refused(tmp_path, example_patient_model):

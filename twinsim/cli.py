@@ -357,6 +357,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from twinsim.bench.mapping import main
 
         return main(args.scene, out, args.seed, Path(args.calibration) if args.calibration else None)
+    if args.what == "hal":
+        from twinsim.bench.hal import main
+
+        return main(out, args.repeats)
     if args.what == "scene":
         from twinsim.bench.scene import main
 
@@ -482,8 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "clicks; ours vs NCC-only baseline vs initialization; DICE, NSD, HD95, MSD, s/vertebra. "
                                    "plan: both transpedicular paths from the same kind of cases; ours vs transfer only vs "
                                    "2D-GeoPlan vs the planner on the true surface; success (both paths safe in the true bone) "
-                                   "with its 95 % interval, clearance to the true cortex, breaches, entry/target errors.")
-    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan"], help="which benchmark")
+                                   "with its 95 % interval, clearance to the true cortex, breaches, entry/target errors. "
+                                   "hal: HAL overhead per tracker frame and per joint command against direct calls (same run), "
+                                   "franky-sim and NDI-peer round trips.")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
