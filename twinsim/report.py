@@ -31,6 +31,47 @@ def read_json(path: str | Path, error: type[Exception], what: str) -> Any:
         raise error(f"{what} {path} is not valid JSON: {exc}") from exc
 
 
+def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expected: str) -> dict:
+    """A YAML file holding a mapping; otherwise ``error`` naming ``what`` it should be and the ``expected`` layout."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{path}: a {what} is a mapping ({expected})")
+    return data
+
+
+def validation_problems(exc: Any, skip: int = 0, most: int = 4) -> str:
+    """A pydantic ValidationError as one line: each problem with its dotted key, the first ``most`` of them.
+
+    ``skip`` drops leading location parts that are not keys of the file (a wrapper model's field).
+    """
+    def shown(x: object) -> bool:  # pydantic adds union branches and validators to the location
+        return not (isinstance(x, str) and (x.startswith(("function-", "literal[", "list[")) or x[:1].isupper()))
+
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"][skip:] if shown(x))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            out.append(f"missing key '{where}'")
+        elif e["type"] == "extra_forbidden":
+            out.append(f"unknown key '{where}' (misspelt?)")
+        elif e["type"] in ("value_error", "assertion_error"):
+            out.append(f"'{where}' {msg}" if where else msg)
+        else:
+            out.append(f"'{where}': {msg}, got {e.get('input')!r}")
+    out = list(dict.fromkeys(out))
+    # A misspelt section name can fail many keys below it: the first few say enough.
+    return "; ".join(out[:most]) + (f" (and {len(out) - most} more)" if len(out) > most else "")
+
+
 def num(x: float | None, spec: str) -> str:
     """A number for a table, or '-' where there is none."""
     return "-" if x is None else format(x, spec)

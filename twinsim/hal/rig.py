@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twinsim.hal.errors import RigFileError
+from twinsim.report import read_yaml_mapping, validation_problems
 
 RIG_FORMAT = "twinsim-rig/1"
 HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
@@ -96,19 +96,12 @@ def _resolve(p: Path | None, base: Path) -> Path | None:
 def load_rig(path: str | Path | None = None) -> SimRig | LabRig:
     """Read and validate a rig file; relative paths come back resolved against its folder."""
     path = Path(path) if path else DEFAULT_RIG
-    if not path.is_file():
-        raise RigFileError(f"rig file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RigFileError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RigFileError(f"{path}: a rig file is a mapping with 'format: {RIG_FORMAT}' and 'kind: sim' or 'kind: lab'")
+    data = read_yaml_mapping(path, RigFileError, "rig file", f"format: {RIG_FORMAT}, kind: sim or lab, ...")
     try:
         rig = _RigFile(rig=data).rig
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'][2:]) or e['loc'][-1]}: {e['msg']}" for e in exc.errors())
-        raise RigFileError(f"{path}: {problems}") from None
+        # The location starts with the wrapper's field and the rig's kind: not keys of the file.
+        raise RigFileError(f"{path}: {validation_problems(exc, skip=2)}") from None
     base = path.resolve().parent
     updates = {"scene": _resolve(rig.scene, base), "calibration": _resolve(rig.calibration, base)}
     if isinstance(rig, LabRig):

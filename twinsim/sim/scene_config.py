@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
 from twinsim.imaging.carm_geometry import CArmGeometry
+from twinsim.report import read_yaml_mapping, validation_problems
 from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig  # noqa: F401 (part of the scene)
 from twinsim.sim import scene_schema as schema
 
@@ -107,39 +107,14 @@ def _path(value: str | None, base: Path) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
-def _problem(e: dict) -> str:
-    def shown(x: object) -> bool:  # pydantic adds union branches and validators to the location
-        return not (isinstance(x, str) and (x.startswith(("function-", "literal[", "list[")) or isinstance(getattr(schema, x, None), type)))
-
-    where = ".".join(str(x) for x in e["loc"] if shown(x))
-    if e["type"] == "missing":
-        return f"missing key '{where}'"
-    if e["type"] == "extra_forbidden":
-        return f"unknown key '{where}' (misspelt?)"
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] in ("value_error", "assertion_error"):
-        return f"'{where}' {msg}" if where else msg
-    return f"'{where}': {msg}, got {e.get('input')!r}"
-
-
 def load_scene_config(path: str | Path | None = None) -> SceneConfig:
     path = Path(path) if path else DEFAULT_SCENE
     src = str(path)
-    if not path.is_file():
-        raise SceneConfigError(f"scene file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SceneConfigError(f"{src}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SceneConfigError(f"{src}: a scene file is a mapping (name, patient, table, robots, ...)")
+    data = read_yaml_mapping(path, SceneConfigError, "scene file", "name, patient, table, robots, ...")
     try:
         sc = schema.Scene.model_validate(data)
     except ValidationError as exc:
-        # One line per problem, the first few: a misspelt section name can fail many keys below it.
-        problems = [_problem(e) for e in exc.errors()]
-        more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
-        raise SceneConfigError(f"{src}: " + "; ".join(dict.fromkeys(problems[:4])) + more) from None
+        raise SceneConfigError(f"{src}: {validation_problems(exc)}") from None
 
     pc = sc.patient
     if pc.source == "example":

@@ -12,7 +12,6 @@ geometry of each view comes from the C-arm calibration file, ``twinsim-carm-cali
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from twinsim.hal.errors import ConnectionLost, HalError, RigFileError
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
+from twinsim.report import read_json
 
 CARM_CALIBRATION_FORMAT = "twinsim-carm-calibration/1"
 IMAGE_SUFFIXES = (".dcm", ".png")
@@ -30,12 +30,7 @@ IMAGE_SUFFIXES = (".dcm", ".png")
 
 def load_carm_calibration(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise RigFileError(f"C-arm calibration file not found: {p}")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise RigFileError(f"{p}: not valid JSON: {exc}") from exc
+    doc = read_json(p, RigFileError, "C-arm calibration file")
     if not isinstance(doc, dict) or doc.get("format") != CARM_CALIBRATION_FORMAT or not isinstance(doc.get("views"), dict):
         raise RigFileError(f"{p}: not a {CARM_CALIBRATION_FORMAT} file with a 'views' mapping")
     return doc
