@@ -126,12 +126,17 @@ def test_tx_frames_carry_ndi_text_precision(small_peer):
     tracker.close()
 
 
+def _tracking(port, timeout_s=1.0):
+    tracker = open_ndi_tracker(_config(port, ["pointer", "needle_guide"]), timeout_s=timeout_s, tool_names=["pointer", "needle_guide"])
+    tracker.start_tracking()
+    tracker.get_frame()
+    return tracker
+
+
 @pytest.mark.timeout(60)
 def test_peer_that_dies_gives_connection_lost(small_peer):
     p, port = small_peer(hide=False)
-    tracker = open_ndi_tracker(_config(port, ["pointer", "needle_guide"]), timeout_s=1.0, tool_names=["pointer", "needle_guide"])
-    tracker.start_tracking()
-    tracker.get_frame()
+    tracker = _tracking(port)
     os.kill(p.pid, signal.SIGKILL)
     p.join(5)
     t0 = time.monotonic()
@@ -143,9 +148,7 @@ def test_peer_that_dies_gives_connection_lost(small_peer):
 @pytest.mark.timeout(60)
 def test_peer_that_goes_silent_gives_connection_lost_within_the_timeout(small_peer):
     p, port = small_peer(hide=False)
-    tracker = open_ndi_tracker(_config(port, ["pointer", "needle_guide"]), timeout_s=1.0, tool_names=["pointer", "needle_guide"])
-    tracker.start_tracking()
-    tracker.get_frame()
+    tracker = _tracking(port)
     os.kill(p.pid, signal.SIGSTOP)  # alive, connected, answering nothing
     try:
         t0 = time.monotonic()
