@@ -83,3 +83,26 @@ def test_bad_input_is_refused_with_a_reason():
     with pytest.raises(CalibrationError, match="16 bead positions but 3 detections"):
         calibrate_carm([CArmShot(shots[0].beads_ref_mm, shots[0].beads_px[:3], shots[0].T_ref_marker_mm), *shots[1:]],
                        W, H, SPACING, 1000.0, cad)
+
+
+def test_beads_rendered_into_an_xray_are_found_and_matched():
+    from twinsim.imaging.acquisition import Acquisition
+    from twinsim.imaging.beads import add_beads, detect_beads, match_beads
+
+    rng = np.random.default_rng(3)
+    T_rs = _source_pose(np.array([0.3, 0.1, 1.0]))
+    g = ProjectionGeometry(1020.0, 256, 256, (1.2, 1.2), T_rs, "ref", (1.0, -2.0))
+    # Anatomy-like background: smooth structure larger than a bead, plus detector noise.
+    v, u = np.mgrid[0:256, 0:256]
+    background = 0.4 + 0.15 * np.sin(u / 17.0) * np.cos(v / 23.0) + rng.normal(0, 0.01, (256, 256))
+    beads = rng.uniform(-60, 60, (12, 3))
+    acq = add_beads(Acquisition(image=background.astype(np.float32), geometry=g), beads, radius_mm=1.5)
+    truth = g.project(beads)
+    found = detect_beads(acq.image, bead_diameter_px=3.0 * 1020 / 620 / 1.2)
+    matched = match_beads(found, truth + rng.normal(0, 3.0, truth.shape), gate_px=10.0)  # a prediction a few px off
+    ok = np.isfinite(matched).all(axis=1)
+    assert ok.sum() >= 11  # two beads may overlap in projection
+    assert np.abs(matched[ok] - truth[ok]).max() < 0.5
+    assert len(found) <= 13
+    # Far predictions match nothing rather than a wrong bead.
+    assert np.isnan(match_beads(found, truth + 40.0, gate_px=5.0)).all()
