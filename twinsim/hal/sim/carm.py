@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from twinsim import frames
 from twinsim.hal.errors import MotionAborted
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.beads import add_beads
 from twinsim.imaging.drr import DetectorModel, DRRRenderer
 from twinsim.imaging.views import View
 from twinsim.sim.carm_imaging import acquire, carm_collisions
@@ -20,6 +24,8 @@ class SimCArm:
         self.view: CArmView | None = None
         self._renderer: DRRRenderer | None = None
         self._shots = 0
+        self.phantom_world_m: np.ndarray | None = None  # steel beads in the beam (a calibration phantom), world metres
+        self.bead_radius_mm = 1.0
 
     def move_to(self, view: CArmView) -> None:
         previous = (self.view.lao_deg, self.view.cranial_deg) if self.view else (self.room.config.carm.lao_deg,
@@ -44,6 +50,9 @@ class SimCArm:
         acq, _ = acquire(self.room, self._renderer, View(v.name, v.lao_deg, v.cranial_deg), (self.size_px, self.size_px),
                          self.detector, seed=self.seed + self._shots)
         self._shots += 1
+        if self.phantom_world_m is not None:
+            beads_ct_mm = frames.transform_points(frames.invert(self.room.T_world_ct), self.phantom_world_m) * 1000.0
+            acq = add_beads(acq, beads_ct_mm, self.bead_radius_mm)
         return acq
 
     def close(self) -> None:
