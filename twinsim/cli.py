@@ -361,6 +361,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from twinsim.bench.hal import main
 
         return main(out, args.repeats)
+    if args.what == "carm":
+        from twinsim.bench.carm import main
+
+        if args.seeds < 1:
+            raise SystemExit(f"twinsim bench carm: --seeds must be >= 1 (got {args.seeds})")
+        return main(out, list(range(args.seed, args.seed + args.seeds)))
     if args.what == "scene":
         from twinsim.bench.scene import main
 
@@ -488,8 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "2D-GeoPlan vs the planner on the true surface; success (both paths safe in the true bone) "
                                    "with its 95 % interval, clearance to the true cortex, breaches, entry/target errors. "
                                    "hal: HAL overhead per tracker frame and per joint command against direct calls (same run), "
-                                   "franky-sim and NDI-peer round trips.")
-    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal"], help="which benchmark")
+                                   "franky-sim and NDI-peer round trips. "
+                                   "carm: C-arm calibration with a tracked bead phantom in the simulated room, against its "
+                                   "truth (--seeds N from --seed).")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal", "carm"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
@@ -498,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--labels", help="xray, recon, plan: label map NIfTI")
     b.add_argument("--label-table", help="xray, recon, plan: label table (CSV or JSON)")
     b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
+    b.add_argument("--seeds", type=int, default=5, help="carm: how many seeds, from --seed (default 5)")
     b.add_argument("--pairs", type=int, default=20, help="recon, plan: random view pairs per level (default 20)")
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
                    help="recon, plan: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
