@@ -40,11 +40,23 @@ def translate_franky_error(device: str, exc: BaseException) -> HalError:
     return HalError(device, msg)
 
 
+FCI_COMMAND_PORT = 1337  # libfranka's TCP command port on the robot's control box
+
+
 class FrankyArm:
-    def __init__(self, hostname: str, name: str = "operation", realtime: bool = True) -> None:
+    def __init__(self, hostname: str, name: str = "operation", realtime: bool = True, connect_timeout_s: float = 3.0) -> None:
+        import socket
+
         import franky
 
         self.name, self.hostname = name, hostname
+        # libfranka waits about a minute on an unreachable address; a plain TCP connect says so in seconds.
+        try:
+            socket.create_connection((hostname, FCI_COMMAND_PORT), timeout=connect_timeout_s).close()
+        except OSError as exc:
+            raise ConnectionLost(name, f"cannot connect to the robot at {hostname}: nothing answers on its FCI port "
+                                       f"{FCI_COMMAND_PORT} within {connect_timeout_s:g} s ({exc}); check the address, the "
+                                       "network and that FCI is activated in Desk") from exc
         self._franky = franky
         config = franky.RealtimeConfig.Enforce if realtime else franky.RealtimeConfig.Ignore
         try:
