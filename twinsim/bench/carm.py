@@ -44,8 +44,7 @@ def main(out: Path, seeds: list[int], size_px: int = 256) -> int:
         for seed in seeds:
             vega = room_tracker(room, {"seed": seed})
             carm = SimCArm(room, size_px=size_px, n_samples=128, seed=seed)
-            carm.phantom_world_m, _ = place_phantom(room, vega, seed=seed)
-            _, beads_ref = place_phantom(room, vega, seed=seed)
+            carm.phantom_world_m, beads_ref = place_phantom(room, vega, seed=seed)
             T_true = true_T_marker_source_mm(room, vega)
             T_nom = nominal_T_marker_source_mm(room, vega, seed=seed)
             run = calibrate_carm_views(carm, SimTracker(vega, SimClock()), beads_ref, carm.bead_radius_mm, sdd_true + 8.0, T_nom)

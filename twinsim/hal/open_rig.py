@@ -12,7 +12,7 @@ from typing import Any
 from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
 from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
 from twinsim.robot.nominal import NominalPanda
-from twinsim.tracking.fiducials import RegistrationTarget, registration_target
+from twinsim.tracking.fiducials import RegistrationTarget, patient_registration_target
 
 
 @dataclass
@@ -42,10 +42,6 @@ class RigDevices:
         self.close()
 
 
-def _target(patient: Any, level: str) -> RegistrationTarget:
-    return registration_target({lvl: patient.vertebra(lvl) for lvl in patient.levels}, level)
-
-
 def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
     from twinsim.hal.sim.arm import SimArm
     from twinsim.hal.sim.carm import SimCArm
@@ -60,8 +56,8 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
         clock = SimClock()
         vega = room_tracker(room, {"seed": rig.seed})
         arm = SimArm(room, clock)
-        target = _target(room.patient, room.config.patient.target_level)
-        operator = SimOperator(room, vega, dict(zip(target.fiducial_names, target.fiducials_ct_mm, strict=True)), seed=rig.seed)
+        target = patient_registration_target(room.patient, room.config.patient.target_level)
+        operator = SimOperator(room, vega, target.landmarks_ct_mm, seed=rig.seed)
         model = NominalPanda(room.config.needle_guide)
         dev = RigDevices(rig, arm, SimTracker(vega, clock), SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed),
                          operator, model, target, room)
@@ -97,7 +93,7 @@ def open_lab(rig: LabRig) -> RigDevices:
         model = NominalPanda(cfg.needle_guide)
         closers.append(model.close)
         patient = load_scene_patient(cfg)
-        dev = RigDevices(rig, arm, tracker, carm, operator, model, _target(patient, cfg.patient.target_level))
+        dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level))
     except Exception:
         for f in reversed(closers):
             f()

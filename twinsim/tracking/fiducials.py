@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,10 @@ class RegistrationTarget:
     surface: SurfaceMesh
     target_ct_mm: np.ndarray
 
+    @property
+    def landmarks_ct_mm(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.fiducial_names, self.fiducials_ct_mm, strict=True))
+
 
 def registration_target(vertebrae: dict[str, SurfaceMesh], target_level: str) -> RegistrationTarget:
     """``vertebrae`` in cranio-caudal order. Transverse tips of the target level and the one above, and the target's spinous tip."""
@@ -36,3 +41,8 @@ def registration_target(vertebrae: dict[str, SurfaceMesh], target_level: str) ->
     names.append(f"{target_level} spinous tip")
     pts.append(spinous_tip_mm(vertebrae[target_level]))
     return RegistrationTarget(names, np.array(pts), vertebrae[target_level], vertebrae[target_level].centroid_mm)
+
+
+def patient_registration_target(patient: Any, target_level: str) -> RegistrationTarget:
+    """The same from a patient model (its ``levels`` in cranio-caudal order and ``vertebra(level)``)."""
+    return registration_target({lvl: patient.vertebra(lvl) for lvl in patient.levels}, target_level)

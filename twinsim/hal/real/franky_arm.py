@@ -7,6 +7,7 @@ a stop ends a motion with "motion aborted", limit violations are "limit violatio
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -45,8 +46,6 @@ FCI_COMMAND_PORT = 1337  # libfranka's TCP command port on the robot's control b
 
 class FrankyArm:
     def __init__(self, hostname: str, name: str = "operation", realtime: bool = True, connect_timeout_s: float = 3.0) -> None:
-        import socket
-
         import franky
 
         self.name, self.hostname = name, hostname

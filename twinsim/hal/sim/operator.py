@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from twinsim.anatomy.landmarks import posterior_surface_mm
 from twinsim.hal.errors import HalError
@@ -63,8 +64,6 @@ class SimOperator:
         T0 = self.room.link_pose(name, panda.TOOL_TIP_LINK)
         q = q_start = self.room.joint_positions(name)
         rng = np.random.default_rng(self.seed)
-        from scipy.spatial.transform import Rotation
-
         done = 0
         try:
             for _ in range(n_poses):
