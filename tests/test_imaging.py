@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from twinsim import frames
+from twinsim.evaluation.xray_truth import vertebra_projection, weighted_centroid_px
 from twinsim.imaging.acquisition import Acquisition, AcquisitionError, load_acquisition
 from twinsim.imaging.drr import DetectorModel
-from twinsim.imaging.ground_truth import vertebra_projection, weighted_centroid_px
 from twinsim.imaging.projection import GeometryError, ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View, parse_view, sample_view_pairs
 from twinsim.sim.carm_imaging import T_world_ct_mm, carm_projection

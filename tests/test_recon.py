@@ -12,6 +12,7 @@ import torch
 from twinsim import frames
 from twinsim.anatomy.ssm import load_model
 from twinsim.bench.recon import view_geometry
+from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View
@@ -26,7 +27,6 @@ from twinsim.recon.initialization import (
     load_clicks,
     triangulate_dlt,
 )
-from twinsim.recon.simulated_clicks import simulate_clicks
 
 CENTRE_MM = np.array([10.0, -20.0, 30.0])
 
@@ -243,7 +243,7 @@ def test_reconstruct_cli_writes_mesh_params_and_overlay(tmp_path, model):
 
 
 def test_metrics_on_the_example_vertebra(example_ct, example_patient_model):
-    from twinsim.recon.metrics import evaluate
+    from twinsim.evaluation.recon_metrics import evaluate
 
     truth = example_patient_model.vertebra("L1")
     mask = example_ct.vertebra_mask("L1")

@@ -124,9 +124,9 @@ def cmd_xray(args: argparse.Namespace) -> int:
     import time
 
     from twinsim.anatomy.ct import load_ct
+    from twinsim.evaluation.xray_truth import project_points, vertebra_projection
     from twinsim.imaging.contact_sheet import mask_outlines_px, write_contact_sheet
     from twinsim.imaging.drr import DetectorModel, DRRRenderer
-    from twinsim.imaging.ground_truth import project_points, vertebra_projection
     from twinsim.imaging.views import parse_view
     from twinsim.report import table
     from twinsim.sim.carm_imaging import acquire

@@ -39,13 +39,13 @@ from twinsim.anatomy.ssm import load_model
 from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
+from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.imaging.drr import DRRRenderer
 from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
 from twinsim.planning.planner import plan_vertebra
 from twinsim.planning.settings import PlanSettings
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
 from twinsim.recon.initialization import initial_pose
-from twinsim.recon.simulated_clicks import simulate_clicks
 from twinsim.report import num, table, write_figure, write_json
 
 METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "model_floor", "ceiling")

@@ -25,6 +25,8 @@ from twinsim import frames
 from twinsim.anatomy.ct import CTVolume, load_ct
 from twinsim.anatomy.patient import build_patient
 from twinsim.anatomy.ssm import load_model
+from twinsim.evaluation.recon_metrics import evaluate
+from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.carm_geometry import CArmGeometry, PatientAxes, carm_pose
 from twinsim.imaging.drr import DetectorModel, DRRRenderer
@@ -32,9 +34,7 @@ from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View, sample_view_pairs
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
 from twinsim.recon.initialization import initial_pose
-from twinsim.recon.metrics import evaluate
 from twinsim.recon.similarity import GradientNCCLoss, NCCLoss
-from twinsim.recon.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
 from twinsim.report import num, table, write_figure, write_json
 
 METHODS = ("ours", "ncc_baseline", "init_only")
