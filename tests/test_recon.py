@@ -168,14 +168,23 @@ def test_initial_pose_from_clicks_and_backup(model):
     init = initial_pose(model, geoms, simulate_clicks(geoms, lms, sigma_mm=0.0))
     assert init.method == "landmarks" and init.reprojection_px < 1e-6
     np.testing.assert_allclose(init.T_frame_model, T_true, atol=1e-6)
-    # Only the backup points: centroid and superior in both views; orientation from the RAS prior.
+    # Only the backup points: centroid and superior in both views; orientation from the C-arm's poses and views.
     backup = simulate_clicks(geoms, lms, sigma_mm=0.0, names=["body_centroid", "superior_endplate_centre"])
-    b = initial_pose(model, geoms, backup)
+    views = [{"lao_deg": NAMED_VIEWS[n].lao_deg, "cranial_deg": NAMED_VIEWS[n].cranial_deg} for n in ("AP", "LAT")]
+    b = initial_pose(model, geoms, backup, views=views)
     assert b.method == "backup"
     err = np.linalg.norm(frames.transform_points(b.T_frame_model, model.mean_mm) - verts, axis=1).mean()
     assert err < 6.0  # a start, not a fit: the 4-5 deg the prior cannot see
+    # The same views in a tracked frame turned 70 deg from the CT's: the prior follows the C-arm, not the frame's name.
+    T_ref_ct = frames.make_transform(frames.rotation_about_axis(np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8]),
+                                                                np.deg2rad(70.0)), [40.0, -300.0, 25.0])
+    in_ref = [g.in_frame(T_ref_ct, "ref") for g in geoms]
+    b_ref = initial_pose(model, in_ref, backup, views=views)
+    np.testing.assert_allclose(b_ref.T_frame_model, T_ref_ct @ b.T_frame_model, atol=1e-6)
+    with pytest.raises(InitializationError, match="no orientation prior"):
+        initial_pose(model, in_ref, backup)
     with pytest.raises(InitializationError, match="only 2 landmark"):
-        initial_pose(model, geoms, backup, allow_fallback=False)
+        initial_pose(model, geoms, backup, allow_fallback=False, views=views)
 
 
 def test_degenerate_inputs_give_clear_errors(model, tmp_path):

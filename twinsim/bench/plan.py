@@ -149,7 +149,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                         r = None
                     else:
                         t = time.perf_counter()
-                        init = initial_pose(model, geoms, clicks)
+                        init = initial_pose(model, geoms, clicks, views=[a.view for a in acqs])
                         init_s = time.perf_counter() - t
                         r = reconstruct(model, acqs, clicks, fit_settings, init=init)
                         T_fit, coeffs, frame, T_init, recon_s = r.T_frame_model, r.coeffs_sd, r.frame, init.T_frame_model, r.wall_s

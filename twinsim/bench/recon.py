@@ -104,7 +104,7 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
                         "separation_deg": va.beam_angle_to_deg(vb)}
                 try:
                     t = time.perf_counter()
-                    init = initial_pose(model, [a.geometry for a in acqs], clicks)
+                    init = initial_pose(model, [a.geometry for a in acqs], clicks, views=[a.view for a in acqs])
                     init_s = time.perf_counter() - t
                 except ValueError as exc:
                     for m in METHODS:

@@ -242,7 +242,7 @@ def reconstruct(model: ShapeModel, acquisitions: Sequence[Acquisition], clicks: 
         raise ValueError("FitSettings: give one iteration count per pyramid level")
     t_start = time.perf_counter()
     geoms = [a.geometry for a in acquisitions]
-    init = init or initial_pose(model, geoms, clicks)
+    init = init or initial_pose(model, geoms, clicks, views=[a.view for a in acquisitions])
     dev = torch.device(device)
     prob = _Problem(model, acquisitions, init, s, dev, clicks)
     rng = np.random.default_rng(s.seed)

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.anatomy.ssm import ShapeModel
+from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.report import atomic_output, read_json
 
@@ -146,12 +148,36 @@ def _in_image(uv: np.ndarray, g: ProjectionGeometry) -> bool:
     return bool(0 <= uv[0] <= g.width_px and 0 <= uv[1] <= g.height_px)
 
 
+def orientation_prior(geoms: Sequence[ProjectionGeometry], views: Sequence[dict[str, Any]]) -> np.ndarray | None:
+    """The vertebra's expected orientation (model axes RAS) in the geometry frame, from the C-arm's poses.
+
+    Each acquisition knows where its source is (``T_frame_source``: tracked, or a
+    calibration's) and which view the C-arm was asked for (``lao_deg``, ``cranial_deg``
+    relative to the patient on the table, the convention of
+    :mod:`twinsim.imaging.carm_geometry`). Undoing the view's rotation from the source's
+    orientation gives the patient's axes in the frame, as seed 000 does for AP and LAT; the
+    views' estimates are averaged. None when a view does not say its angles.
+    """
+    estimates = []
+    for g, v in zip(geoms, views, strict=True):
+        try:
+            lao, cran = float(v["lao_deg"]), float(v["cranial_deg"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        # Patient axes (left, posterior, superior) as the basis: carm_pose then gives R_patient_carm.
+        R_patient_source = carm_pose(np.zeros(3), PatientAxes(np.eye(3)[0], np.eye(3)[1], np.eye(3)[2]), lao, cran)[:3, :3]
+        R_frame_patient = g.T_frame_source_mm[:3, :3] @ R_patient_source.T
+        estimates.append(R_frame_patient @ np.diag([-1.0, -1.0, 1.0]))  # RAS = (-left, -posterior, superior)
+    return Rotation.from_matrix(np.array(estimates)).mean().as_matrix()
+
+
 def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks: Clicks,
-                 R_frame_model_prior: np.ndarray | None = None, allow_fallback: bool = True) -> InitialPose:
+                 R_frame_model_prior: np.ndarray | None = None, allow_fallback: bool = True,
+                 views: Sequence[dict[str, Any]] | None = None) -> InitialPose:
     """Starting pose from the clicks; see the module docstring for the fallback.
 
     ``R_frame_model_prior``: the vertebra's expected orientation (model axes RAS) in the
-    geometry frame. Defaults to identity when the frame is ``ct`` (a RAS CT frame).
+    geometry frame; by default :func:`orientation_prior` of the acquisitions' ``views``.
     """
     check_views(geoms)
     if len(clicks.views) != 2:
@@ -182,13 +208,13 @@ def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks:
 
     why = (f"only {len(common)} landmark(s) are marked in both views ({', '.join(common) or 'none'})" if len(common) < 3
            else f"the {len(common)} landmarks common to both views lie on a line")
-    if R_frame_model_prior is None and geoms[0].frame == "ct":
-        R_frame_model_prior = np.eye(3)
+    if R_frame_model_prior is None and views is not None:
+        R_frame_model_prior = orientation_prior(geoms, views)
     centre = BACKUP["centroid"]
     axis_pts = [BACKUP["superior"], BACKUP["inferior"]]
     if not allow_fallback or R_frame_model_prior is None or centre not in common or not any(a in common for a in axis_pts):
         hint = ("" if allow_fallback and R_frame_model_prior is not None else
-                " (the backup fallback is off or has no orientation prior for this frame)")
+                " (the backup fallback is off, or no orientation prior: the acquisitions do not say their C-arm angles)")
         raise InitializationError(
             f"cannot initialise the pose: {why}. Mark >= 3 landmarks in both views, or the backup landmarks "
             f"'centroid' and 'superior' or 'inferior'{hint}")
