@@ -108,30 +108,38 @@ def test_beads_rendered_into_an_xray_are_found_and_matched():
     assert np.isnan(match_beads(found, truth + 40.0, gate_px=5.0)).all()
 
 
-@pytest.mark.timeout(600)
-def test_carm_calibration_in_the_room_through_the_hal(example_patient_model):
+@pytest.fixture(scope="module")
+def calibrated_room(example_patient_model):
+    """The room, its tracker and C-arm, and the C-arm calibrated through the HAL with the bead phantom."""
     from twinsim.hal.sim.carm import SimCArm
     from twinsim.hal.sim.clock import SimClock
-    from twinsim.hal.sim.phantom import nominal_T_marker_source_mm, place_phantom, true_T_marker_source_mm
+    from twinsim.hal.sim.phantom import sim_phantom
     from twinsim.hal.sim.tracker import SimTracker
-    from twinsim.sim.hand_held import tool
     from twinsim.sim.markers_in_room import room_tracker
     from twinsim.sim.world import build_operating_room
-    from twinsim.workflows.carm_calibration import calibrate_carm_views
+    from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
 
     with build_operating_room(patient=example_patient_model) as room:
         vega = room_tracker(room, {"seed": 5})
         carm = SimCArm(room, size_px=256, n_samples=128, seed=5)
-        world_m, beads_ref_mm = place_phantom(room, vega, seed=5)
-        carm.phantom_world_m, carm.bead_radius_mm = world_m, 1.0
-        T_true = true_T_marker_source_mm(room, vega)
-        T_world_ref = tool(vega, "patient_reference").T_world_tool_m()
-        target_ref_mm = frames.transform_points(frames.invert(T_world_ref), room.target_world_m()[None]) * 1000.0
-        T_nominal = nominal_T_marker_source_mm(room, vega, seed=5)
-        run = calibrate_carm_views(carm, SimTracker(vega, SimClock()), beads_ref_mm, 1.0,
-                                   room.config.carm.geometry.sdd_mm + 8.0, T_nominal)
+        tracker = SimTracker(vega, SimClock())
+        phantom = sim_phantom(room, vega, carm, seed=5)
+        run = calibrate_carm_with_phantom(carm, tracker, phantom)
+        yield room, vega, carm, tracker, phantom, run
+
+
+@pytest.mark.timeout(600)
+def test_carm_calibration_in_the_room_through_the_hal(calibrated_room):
+    from twinsim.hal.sim.phantom import true_T_marker_source_mm
+    from twinsim.sim.hand_held import tool
+
+    room, vega, carm, _, phantom, run = calibrated_room
+    assert carm.phantom_world_m is None  # taken out of the beam again
+    T_true = true_T_marker_source_mm(room, vega)
+    T_world_ref = tool(vega, "patient_reference").T_world_tool_m()
+    target_ref_mm = frames.transform_points(frames.invert(T_world_ref), room.target_world_m()[None]) * 1000.0
     cal, sd = run.result, run.result.parameter_sd
-    assert len(run.views) >= 5 and run.result.n_points >= 0.75 * 20 * len(run.views)
+    assert len(run.views) >= 6 and run.result.n_points >= 0.75 * 20 * len(run.views)
     assert cal.residual_px_rms < 1.0
     dt = np.linalg.norm(cal.T_marker_source_mm[:3, 3] - T_true[:3, 3])
     dR = np.degrees(Rotation.from_matrix(cal.T_marker_source_mm[:3, :3].T @ T_true[:3, :3]).magnitude())
@@ -147,3 +155,38 @@ def test_carm_calibration_in_the_room_through_the_hal(example_patient_model):
         assert np.abs(g_cal.project(shot.beads_ref_mm) - g_true.project(shot.beads_ref_mm)).max() < 1.0
         # ... and the target vertebra, 90 mm below the phantom's centre, outside its volume.
         assert np.linalg.norm(g_cal.project(target_ref_mm) - g_true.project(target_ref_mm)) < 1.0
+
+
+@pytest.mark.timeout(600)
+def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, example_ct):
+    """Two X-rays whose geometry comes from the tracker and the C-arm calibration, in ``ref``: the fit lands
+    the vertebra where it truly is, within the floor and close to the same fit given the true geometry."""
+    from twinsim.anatomy.ssm import load_model
+    from twinsim.evaluation.recon_metrics import evaluate
+    from twinsim.evaluation.simulated_clicks import simulate_clicks, true_landmarks_mm
+    from twinsim.hal import CArmView
+    from twinsim.imaging.acquisition import Acquisition
+    from twinsim.recon.fit import reconstruct
+    from twinsim.sim.carm_imaging import carm_projection
+    from twinsim.sim.hand_held import tool
+    from twinsim.workflows.tracked_xray import acquire_tracked
+
+    room, vega, carm, tracker, _, run = calibrated_room
+    views = [CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0)]
+    acqs, true_geoms = [], []
+    for v in views:
+        acqs.append(acquire_tracked(carm, tracker, run.result, v))
+        true_geoms.append(carm_projection(room, (256, 256), "ct"))
+    assert all(a.geometry.frame == "ref" and "T_ref_carm_marker_mm" in a.meta for a in acqs)
+    truth = room.patient.vertebra("L1")
+    model = load_model("L1")
+    clicks = simulate_clicks(true_geoms, true_landmarks_mm(model, truth, iterations=60), 1.0, seed=3)  # a short fit: a test
+    T_ref_ct = frames.invert(frames.scale_translation(tool(vega, "patient_reference").T_world_tool_m(), 1000.0)) \
+        @ frames.scale_translation(room.T_world_ct, 1000.0)
+    mask = example_ct.vertebra_mask("L1", require_complete=False)
+    tracked = reconstruct(model, acqs, clicks)
+    dice_tracked = evaluate(tracked.mesh().transformed(frames.invert(T_ref_ct), "ct"), truth, mask, example_ct.affine_mm)["dice"]
+    same_images = [Acquisition(a.image, g, a.window, a.view) for a, g in zip(acqs, true_geoms, strict=True)]
+    dice_true = evaluate(reconstruct(model, same_images, clicks).mesh(), truth, mask, example_ct.affine_mm)["dice"]
+    assert dice_tracked > 0.75, (dice_tracked, dice_true)
+    assert dice_tracked > dice_true - 0.05, (dice_tracked, dice_true)

@@ -59,6 +59,37 @@ def test_noise_matches_the_vega_specification():
     assert np.sqrt(((pos - pos.mean(0)) ** 2).sum(1).mean()) < VEGA_RMS_MM
 
 
+def test_systematic_error_does_not_average_out_and_is_sized_to_the_spec():
+    """The budget's tracker: white jitter plus a smooth position-dependent field; together the specified RMS."""
+    from twinsim.tracking.vega_sim import SystematicField
+
+    field = SystematicField(0.11, 400.0, seed=3)
+    rng = np.random.default_rng(0)
+    p = rng.uniform([-600, -500, 950], [600, 500, 2400], (20000, 3))  # the Vega's volume, roughly
+    e = field(p)
+    assert abs(np.sqrt((e**2).sum(1).mean()) - 0.11) < 0.02
+    near = field(p + rng.normal(0, 5.0, p.shape))  # 5 mm away: nearly the same error (smooth)
+    assert np.sqrt(((near - e) ** 2).sum(1).mean()) < 0.02
+    # A static marker averaged over 300 frames: white noise alone averages away, the field stays.
+    means = {}
+    for rms in (0.0, 0.11):
+        v = make_vega(seed=7, **{"noise rms mm": 0.045, "systematic rms mm": rms, "systematic seed": 3})
+        means[rms] = np.mean([v.get_frame()[3][0][:3, 3] for _ in range(300)], axis=0)
+    assert np.linalg.norm(means[0.0] - [0.0, 0.0, 1500.0]) < 0.01
+    assert np.linalg.norm(means[0.11] - [0.0, 0.0, 1500.0]) > 0.02
+
+
+def test_marker_spheres_off_their_definition_are_measured_where_they_are():
+    offsets = np.random.default_rng(2).normal(0, 0.1, (4, 3))
+    v = SimulatedVega({"seed": 1, "latency s": 0.0, "noise rms mm": 0.0},
+                      [SimulatedTool(1, load_marker("pointer"), lambda: FACING_CAMERA, offsets)], lambda: CAMERA_BELOW)
+    v.start_tracking()
+    f = v.get_frame()
+    true, measured, _ = v.last_spheres[1]
+    np.testing.assert_allclose(measured, true, atol=1e-9)
+    assert f[4][0] > 0.01  # the fit's RMS residual shows the spheres are not where the definition says
+
+
 def test_occluded_tool_is_missing_with_nan_not_stale():
     client = pb.connect(pb.DIRECT)
     try:

@@ -193,6 +193,14 @@ def cmd_ssm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _carm_calibration_rows(run: object) -> list[list[object]]:
+    c = run.result
+    sd = c.parameter_sd
+    return [["C-arm: bead phantom, " + f"{len(run.views)} views", f"SDD {c.sdd_mm:.1f} mm (sd {sd['sdd_mm']:.1f}), principal point "
+             f"{np.round(c.principal_offset_mm, 2).tolist()} mm, T_marker_source (sd {sd['translation_mm']:.1f} mm / "
+             f"{sd['rotation_deg']:.2f} deg)", f"{c.residual_px_rms:.2f} px RMS", c.n_points]]
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import dataclasses
     import datetime
@@ -200,8 +208,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import LabRig, load_rig
     from twinsim.report import table
-    from twinsim.twin.calibration_set import save_calibration
+    from twinsim.tracking.calibration import CalibrationError
+    from twinsim.twin.calibration_set import load_calibration, save_calibration
     from twinsim.workflows.calibration import SessionSettings, run_calibration
+    from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
 
     rig = load_rig(args.rig)
     out = Path(args.out) if args.out else (rig.calibration or Path("out/calibration.json"))
@@ -209,22 +219,47 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = SessionSettings(seed=seed)
     if args.speed_factor is not None:
         settings = dataclasses.replace(settings, speed_factor=args.speed_factor)
+    previous = load_calibration(out) if args.step == "carm" else None  # the C-arm step adds to an existing file
     with open_rig(rig, progress=None) as dev:
-        cal = run_calibration(dev.arm, dev.tracker, dev.model, dev.operator, dev.registration, settings, progress=None)
-    cal.meta = {"rig": rig.name, "rig_kind": rig.kind, "scene": rig.scene.name if rig.scene else "default.yaml", "seed": seed,
-                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "tools": sorted(rig.tracker.tools) if isinstance(rig, LabRig) else sorted(dev.room.config.markers)}
-    r = cal.residuals
-    rows = [
-        ["pointer pivot", f"tip {np.round(cal.pointer_tip_mm, 2).tolist()}", f"{r['pointer_pivot']['rms_mm']:.3f} mm RMS", r["pointer_pivot"]["poses"]],
-        ["needle-guide tip pivot (tracker)", f"tip {np.round(cal.needle_tip_mm, 2).tolist()}", f"{r['needle_tip_pivot']['rms_mm']:.3f} mm RMS", r["needle_tip_pivot"]["poses"]],
-        ["needle-guide TCP pivot (robot)", f"TCP {np.round(cal.T_flange_tool[:3, 3], 2).tolist()}", f"{r['tcp_pivot']['rms_mm']:.3f} mm RMS", r["tcp_pivot"]["poses"]],
-        ["hand-eye AX=XB", "T_flange_marker", f"{r['hand_eye']['rms_mm']:.3f} mm, {r['hand_eye']['rms_deg']:.3f} deg", r["hand_eye"]["poses"]],
-        ["robot-world AX=ZB", "T_ref_base", f"{r['robot_world']['rms_mm']:.3f} mm, {r['robot_world']['rms_deg']:.3f} deg", r["robot_world"]["poses"]],
-        ["paired points", "T_ref_ct (initial)", f"FRE {r['paired_point']['fre_mm']:.3f} mm (expected {r['paired_point']['expected_fre_mm']:.2f}), "
-         f"predicted TRE {r['paired_point']['predicted_tre_at_target_mm']:.2f} mm", r["paired_point"]["tracked"]],
-        ["surface ICP", "T_ref_ct", f"{r['surface']['rms_mm']:.3f} mm RMS, {100 * r['surface']['inlier_fraction']:.0f} % within 2 mm", r["surface"]["points"]],
-    ]
+        if args.step == "carm" or args.step == "all":
+            if dev.carm_phantom is None:
+                raise CalibrationError(f"rig {rig.name!r} names no C-arm bead phantom (carm.phantom in the rig file)")
+        cal = previous or run_calibration(dev.arm, dev.tracker, dev.model, dev.operator, dev.registration, settings, progress=None)
+        carm_run = (calibrate_carm_with_phantom(dev.carm, dev.tracker, dev.carm_phantom, operator=dev.operator)
+                    if args.step in ("carm", "all") else None)
+    if carm_run is not None:
+        cal.carm = carm_run.result
+        cal.residuals["carm"] = {"rms_px": carm_run.result.residual_px_rms, "views": carm_run.views, "skipped": carm_run.skipped,
+                                 "beads": carm_run.result.n_points}
+    elif args.step == "chain" and out.is_file():
+        try:
+            cal.carm = load_calibration(out).carm  # the C-arm's calibration does not depend on the chain: keep it
+        except ValueError:
+            pass
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    if previous is None:
+        cal.meta = {"rig": rig.name, "rig_kind": rig.kind, "scene": rig.scene.name if rig.scene else "default.yaml", "seed": seed,
+                    "created": now,
+                    "tools": sorted(rig.tracker.tools) if isinstance(rig, LabRig) else sorted(dev.room.config.markers)}
+    if carm_run is not None:
+        cal.meta["carm_calibrated"] = now
+    rows = []
+    if previous is None:
+        r = cal.residuals
+        rows += [
+            ["pointer pivot", f"tip {np.round(cal.pointer_tip_mm, 2).tolist()}", f"{r['pointer_pivot']['rms_mm']:.3f} mm RMS", r["pointer_pivot"]["poses"]],
+            ["needle-guide tip pivot (tracker)", f"tip {np.round(cal.needle_tip_mm, 2).tolist()}", f"{r['needle_tip_pivot']['rms_mm']:.3f} mm RMS", r["needle_tip_pivot"]["poses"]],
+            ["needle-guide TCP pivot (robot)", f"TCP {np.round(cal.T_flange_tool[:3, 3], 2).tolist()}", f"{r['tcp_pivot']['rms_mm']:.3f} mm RMS", r["tcp_pivot"]["poses"]],
+            ["hand-eye AX=XB", "T_flange_marker", f"{r['hand_eye']['rms_mm']:.3f} mm, {r['hand_eye']['rms_deg']:.3f} deg", r["hand_eye"]["poses"]],
+            ["robot-world AX=ZB", "T_ref_base", f"{r['robot_world']['rms_mm']:.3f} mm, {r['robot_world']['rms_deg']:.3f} deg", r["robot_world"]["poses"]],
+            ["paired points", "T_ref_ct (initial)", f"FRE {r['paired_point']['fre_mm']:.3f} mm (expected {r['paired_point']['expected_fre_mm']:.2f}), "
+             f"predicted TRE {r['paired_point']['predicted_tre_at_target_mm']:.2f} mm", r["paired_point"]["tracked"]],
+            ["surface ICP", "T_ref_ct", f"{r['surface']['rms_mm']:.3f} mm RMS, {100 * r['surface']['inlier_fraction']:.0f} % within 2 mm", r["surface"]["points"]],
+        ]
+    if carm_run is not None:
+        rows += _carm_calibration_rows(carm_run)
+        if carm_run.skipped:
+            print("C-arm views skipped: " + "; ".join(f"{k}: {v}" for k, v in carm_run.skipped.items()))
     print(table(["calibration", "result", "residual", "poses/points"], rows))
     print(f"wrote {save_calibration(cal, out)}")
     return 0
@@ -333,6 +368,14 @@ def _bench_patient(args: argparse.Namespace) -> tuple[Path, Path, str | None]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"out/bench_{args.what}.json")
+    if args.what == "recon" and args.geometry == "tracked":
+        from twinsim.bench.recon_tracked import main
+
+        if args.ct or args.labels:
+            raise SystemExit("twinsim bench recon --geometry tracked: the patient is the scene's (--scene), not --ct/--labels")
+        level = (args.levels or "").split(",")[0].strip().upper() or None
+        return main(args.scene, Path(args.out or "out/bench_recon_tracked.json"), 10 if args.pairs is None else args.pairs,
+                    args.seed, level)
     if args.what == "recon":
         from twinsim.bench.recon import main
 
@@ -340,8 +383,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         levels = [lv.strip().upper() for lv in (args.levels or "L1,T12,T11").split(",") if lv.strip()]
         if not args.click_sigma_mm >= 0:
             raise SystemExit(f"twinsim bench recon: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
-        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
-                    args.click_sigma_mm)
+        return main(ct, labels, table_, levels, out, 20 if args.pairs is None else args.pairs, args.seed,
+                    Path(args.cases) if args.cases else None, args.click_sigma_mm)
     if args.what == "plan":
         from twinsim.bench.plan import main
 
@@ -351,12 +394,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise SystemExit(f"twinsim bench plan: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
         if args.reuse_cases and not args.cases:
             raise SystemExit("twinsim bench plan: --reuse-cases needs --cases DIR (where a previous run saved them)")
-        return main(ct, labels, table_, levels, out, args.pairs, args.seed, Path(args.cases) if args.cases else None,
-                    args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args))
+        return main(ct, labels, table_, levels, out, 20 if args.pairs is None else args.pairs, args.seed,
+                    Path(args.cases) if args.cases else None, args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args))
     if args.what == "mapping":
         from twinsim.bench.mapping import main
 
-        return main(args.scene, out, args.seed, Path(args.calibration) if args.calibration else None)
+        return main(args.scene, out, args.seed, Path(args.calibration) if args.calibration else None, args.budget)
     if args.what == "hal":
         from twinsim.bench.hal import main
 
@@ -438,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "robot-world AX=ZB, paired-point (FRE, predicted TRE) and surface registration of the "
                                    "patient, through the hardware abstraction layer: tracker frames and joint readings from the "
                                    "rig's devices; the human steps go through its operator (simulated, or prompted in the terminal). "
-                                   "Writes a twinsim-calibration/1 JSON file with every residual.")
+                                   "Then the C-arm: a tracked bead phantom at several C-arm poses gives its intrinsics and "
+                                   "marker-to-source transform. Writes a twinsim-calibration/1 JSON file with every residual.")
+    c.add_argument("step", nargs="?", choices=["all", "chain", "carm"], default="all",
+                   help="all (default): the chain, then the C-arm; chain: pivots, hand-eye, registration (keeps the file's "
+                        "C-arm calibration); carm: the C-arm alone, with the bead phantom, added to the existing file")
     c.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
     c.add_argument("-o", "--out", help="calibration file (default: the rig's 'calibration' entry, else out/calibration.json)")
     c.add_argument("--seed", type=int, default=None, help="sim rigs: tracker noise and motion seed (default: the rig's)")
@@ -507,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label-table", help="xray, recon, plan: label table (CSV or JSON)")
     b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
     b.add_argument("--seeds", type=int, default=5, help="carm: how many seeds, from --seed (default 5)")
-    b.add_argument("--pairs", type=int, default=20, help="recon, plan: random view pairs per level (default 20)")
+    b.add_argument("--pairs", type=int, default=None, help="recon, plan: random view pairs per level (default 20; 10 with --geometry tracked)")
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
                    help="recon, plan: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
     b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct); plan: every case's images, clicks and reconstruction JSON (input for `twinsim plan`)")
@@ -520,6 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
     b.add_argument("--seed", type=int, default=0, help="mapping, recon, plan: seed (default 0)")
     b.add_argument("--calibration", help="mapping: use this calibration file instead of calibrating first")
+    b.add_argument("--geometry", choices=["truth", "tracked"], default="truth",
+                   help="recon: truth (default): the DRRs' exact geometry in ct; tracked: through the simulated room's "
+                        "tracker and C-arm calibration, in ref, beside the true geometry on the same images (10 random pairs)")
+    b.add_argument("--budget", help="mapping: error-budget terms on, comma-separated, 'none', or 'ablation' (every term "
+                                    "alone, all, none); default: as the scene file says")
     b.set_defaults(func=cmd_bench)
     return p
 

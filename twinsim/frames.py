@@ -82,6 +82,27 @@ def rotation_about_axis(axis: Sequence[float] | np.ndarray, angle_rad: float) ->
     return Rotation.from_rotvec(a / n * angle_rad).as_matrix()
 
 
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation taking direction ``a`` to direction ``b``."""
+    a = np.asarray(a, dtype=np.float64) / np.linalg.norm(a)
+    b = np.asarray(b, dtype=np.float64) / np.linalg.norm(b)
+    axis = np.cross(a, b)
+    s = float(np.linalg.norm(axis))
+    if s < 1e-12:
+        if a @ b > 0:
+            return np.eye(3)
+        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        return rotation_about_axis(perp / np.linalg.norm(perp), np.pi)
+    return rotation_about_axis(axis / s, float(np.arctan2(s, a @ b)))
+
+
+def angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two directions, degrees."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), a @ b)))
+
+
 def rpy_to_matrix(rpy_rad: Sequence[float]) -> np.ndarray:
     """Fixed-axis roll-pitch-yaw (URDF/PyBullet convention: R = Rz(yaw) Ry(pitch) Rx(roll))."""
     return Rotation.from_euler("xyz", rpy_rad).as_matrix()

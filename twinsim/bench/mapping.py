@@ -22,14 +22,16 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.patient import Patient
-from twinsim.report import table, write_figure, write_json
-from twinsim.robot import panda
-from twinsim.robot.nominal import NominalPanda
-from twinsim.sim.calibration_session import SessionSettings, run_calibration
-from twinsim.sim.hand_held import tool
-from twinsim.sim.markers_in_room import room_tracker
-from twinsim.sim.robot_driver import SimulatedArm
-from twinsim.sim.world import OperatingRoom, build_operating_room
+from twinsim.anatomy.ssm import load_model
+from twinsim.bench.tracked_room import TrackedRoom, open_tracked_room
+from twinsim.evaluation.recon_metrics import evaluate
+from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
+from twinsim.hal.errors import HalError, ToolMissing
+from twinsim.hal.interfaces import CArmView
+from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
+from twinsim.report import num, table, write_figure, write_json
+from twinsim.robot.kinematics import IKError
+from twinsim.sim.scene_config import BUDGET_TERMS
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.sync import TwinSync
 
@@ -74,118 +76,183 @@ def target_poses_ref(cal: CalibrationSet, target_ct_mm: np.ndarray, skin_scene: 
     return out
 
 
-class _Truth:
-    """Ground truth of the room (evaluation only)."""
+DEFAULT_XRAY_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
+TRE_LANDMARKS = ("body_centroid", "left_pedicle_centre", "right_pedicle_centre")
 
-    def __init__(self, room: OperatingRoom, vega: Any) -> None:
-        self.room, self.ref = room, tool(vega, "patient_reference")
 
-    def _T_ref_world_mm(self) -> np.ndarray:
-        return frames.invert(frames.scale_translation(self.ref.T_world_tool_m(), 1000.0))
+def _xray_chain(tr: TrackedRoom, level: str, views: tuple[CArmView, CArmView], seed: int) -> dict[str, Any]:
+    """Target registration error at the vertebra through tracker, C-arm, X-rays and reconstruction (no CT).
 
-    def tip_ref_mm(self) -> np.ndarray:
-        tip_world = frames.scale_translation(self.room.link_pose("operation", panda.TOOL_TIP_LINK), 1000.0)[:3, 3]
-        return frames.transform_points(self._T_ref_world_mm(), tip_world)
+    The simulated clinician clicks where the landmarks truly appear in each image; the fit sees
+    only the images, the clicks and the tracked geometry in ``ref``. The truth of each
+    landmark is the same model fitted to the true surface (the model's own floor is in it).
+    """
+    truth_mesh = tr.room.patient.vertebra(level)
+    model = load_model(default_model_name(level))
+    landmarks_ct = true_landmarks_mm(model, truth_mesh)
+    acqs, true_geoms = tr.xray_pair(views)
+    tr.room.set_carm_angles(tr.room.config.carm.lao_deg, tr.room.config.carm.cranial_deg)
+    clicks = simulate_clicks(true_geoms, landmarks_ct, DEFAULT_CLICK_SIGMA_MM, seed=seed)
+    t0 = time.perf_counter()
+    r = reconstruct(model, acqs, clicks, FitSettings(click_sigma_mm=DEFAULT_CLICK_SIGMA_MM))
+    recon_s = time.perf_counter() - t0
+    T_ref_ct = tr.T_ref_ct_true()
+    estimated = model.annotation_points(r.vertices_mm)
+    tre = {n: float(np.linalg.norm(estimated[n] - frames.transform_points(T_ref_ct, landmarks_ct[n]))) for n in TRE_LANDMARKS}
+    ct = tr.ct_volume()
+    mesh_ct = r.mesh().transformed(frames.invert(T_ref_ct), "ct")
+    dice = evaluate(mesh_ct, truth_mesh, ct.vertebra_mask(level, require_complete=False), ct.affine_mm)["dice"]
+    return {"views": [v.name for v in views], "tre_mm": tre, "tre_mean_mm": float(np.mean(list(tre.values()))),
+            "dice": dice, "reconstruction_s": recon_s, "initialization": r.initial.method}
 
-    def T_ref_ct(self) -> np.ndarray:
-        return self._T_ref_world_mm() @ frames.scale_translation(self.room.T_world_ct, 1000.0)
 
-    def T_ref_base(self) -> np.ndarray:
-        return self._T_ref_world_mm() @ frames.scale_translation(self.room.base_pose("operation"), 1000.0)
+def _move_sampled(tr: TrackedRoom, twin: TwinSync, T: np.ndarray) -> list[float]:
+    """Open loop to ``T``; while the arm moves, the twin's tip from each single fresh frame against the real tip."""
+    tr.arm.move_joints(twin.joint_target(T), asynchronous=True)
+    lag = []
+    while tr.arm.is_moving():
+        f = tr.tracker.get_frame()  # 1/60 s of simulated time: the arm moves on meanwhile
+        try:
+            tip = twin.needle_tip_ref_mm([f])
+        except ToolMissing:
+            continue
+        lag.append(float(np.linalg.norm(tip - tr.tool_ref_true()[0])))
+    tr.arm.wait()
+    return lag
 
 
 def run_mapping_bench(scene: str | Path | None = None, n_points: int = 10, seed: int = 0, tol_mm: float = 0.25,
                       max_iterations: int = 6, calibration: CalibrationSet | None = None,
-                      progress: bool | None = None, patient: Patient | None = None) -> dict[str, Any]:
-    room = build_operating_room(scene, progress=progress, patient=patient)
-    model = NominalPanda(room.config.needle_guide)
+                      progress: bool | None = None, patient: Patient | None = None, terms: list[str] | None = None,
+                      xray_views: tuple[CArmView, CArmView] | None = DEFAULT_XRAY_VIEWS, tol_deg: float = 0.25) -> dict[str, Any]:
+    """Seed 004's tables, the needle axis, and the target registration error at the vertebra, budget ``terms`` on."""
+    tr = open_tracked_room(scene, terms, seed=seed, calibration=calibration, patient=patient, progress=progress,
+                           calibrate_carm=xray_views is not None)
+    room, cal = tr.room, tr.calibration
     try:
-        vega = room_tracker(room, {"seed": seed})
-        arm = SimulatedArm(room)
-        truth = _Truth(room, vega)
-        t0 = time.perf_counter()
-        cal = calibration or run_calibration(room, vega, arm, model, SessionSettings(seed=seed), progress=progress)
-        t_cal = time.perf_counter() - t0
-        twin = TwinSync(vega, arm, model, cal)
+        twin = TwinSync(tr.tracker, tr.arm, tr.model, cal)
         level = room.config.patient.target_level
         target_ct = room.patient.vertebra(level).centroid_mm
-        home_q = arm.read_joints_rad()
+        home_q = tr.arm.read_joints_rad()
         targets = target_poses_ref(cal, target_ct, room.patient.skin.raycasting_scene(), n_points,
                                    twin.tool_pose_from_joints(), seed)
         rows = []
+        room.park_carm(True)  # rolled out while the robot positions: paths around it are the procedure's job
         for T in tqdm(targets, desc="mapping points", unit="point", disable=None if progress is None else not progress):
-            arm.move_joints(home_q)
-            twin.move_tool(T, closed_loop=False)
-            real_open = truth.tip_ref_mm()
-            state = twin.update()
-            t1 = time.perf_counter()
-            closed = twin.move_tool(T, closed_loop=True, tol_mm=tol_mm, max_iterations=max_iterations)
-            t_closed = time.perf_counter() - t1
-            real_closed = truth.tip_ref_mm()
+            try:
+                tr.arm.move_joints(home_q)
+                lag = _move_sampled(tr, twin, T)
+                real_open, real_open_axis = tr.tool_ref_true()
+                state = twin.update()
+                t1 = time.perf_counter()
+                closed = twin.move_tool(T, closed_loop=True, tol_mm=tol_mm, tol_deg=tol_deg, max_iterations=max_iterations)
+                t_closed = time.perf_counter() - t1
+            except (HalError, IKError) as exc:  # a reflex or an unreachable pose: the row says so, the bench goes on
+                rows.append({"target_ref_mm": T[:3, 3].tolist(), "error": str(exc)})
+                tr.arm.recover()
+                continue
+            real_closed, real_closed_axis = tr.tool_ref_true()
+            axis = T[:3, 2]
             rows.append({
-                "target_ref_mm": T[:3, 3].tolist(),
-                "real_open_ref_mm": real_open.tolist(),
-                "real_closed_ref_mm": real_closed.tolist(),
+                "target_ref_mm": T[:3, 3].tolist(), "target_axis_ref": axis.tolist(),
+                "real_open_ref_mm": real_open.tolist(), "real_closed_ref_mm": real_closed.tolist(),
                 "virtual_ref_mm": state.needle_tip_ref_mm.tolist(),
                 "virtual_from_joints_ref_mm": state.needle_tip_from_joints_ref_mm.tolist(),
                 "real_to_virtual_mm": float(np.linalg.norm(state.needle_tip_ref_mm - real_open)),
+                "real_to_virtual_axis_deg": frames.angle_between_deg(state.needle_axis_ref, real_open_axis),
                 "real_to_virtual_joints_mm": float(np.linalg.norm(state.needle_tip_from_joints_ref_mm - real_open)),
+                "real_to_virtual_moving_mm": float(np.mean(lag)) if lag else None,
+                "real_to_virtual_moving_max_mm": float(np.max(lag)) if lag else None,
                 "virtual_to_real_open_mm": float(np.linalg.norm(real_open - T[:3, 3])),
+                "virtual_to_real_open_axis_deg": frames.angle_between_deg(real_open_axis, axis),
                 "virtual_to_real_closed_mm": float(np.linalg.norm(real_closed - T[:3, 3])),
+                "virtual_to_real_closed_axis_deg": frames.angle_between_deg(real_closed_axis, axis),
                 "closed_loop_iterations": closed.iterations,
                 "closed_loop_converged": closed.converged,
                 "closed_loop_s": t_closed,
             })
-        arm.move_joints(home_q)
-        T_true = truth.T_ref_ct()
+        tr.arm.move_joints(home_q)
+        room.park_carm(False)
+        T_true = tr.T_ref_ct_true()
         reg_tre = float(np.linalg.norm(frames.transform_points(T_true, target_ct) - frames.transform_points(cal.T_ref_ct, target_ct)))
-        base_err = float(np.linalg.norm(truth.T_ref_base()[:3, 3] - cal.T_ref_base[:3, 3]))
+        base_err = float(np.linalg.norm(tr.T_ref_base_true()[:3, 3] - cal.T_ref_base[:3, 3]))
+        chain = _xray_chain(tr, level, xray_views, seed) if xray_views else None
+        budget = room.config.error_budget
     finally:
-        model.close()
-        room.close()
+        tr.close()
 
-    def summary(key: str) -> dict[str, float]:
-        v = [r[key] for r in rows]
+    done = [r for r in rows if "error" not in r]
+
+    def summary(key: str) -> dict[str, float] | None:
+        v = [r[key] for r in done if r.get(key) is not None]
+        if not v:
+            return None
         return {"mean": float(np.mean(v)), "median": float(statistics.median(v)), "max": float(np.max(v)), "all": v}
 
+    keys = ("real_to_virtual_mm", "real_to_virtual_axis_deg", "real_to_virtual_joints_mm", "real_to_virtual_moving_mm",
+            "virtual_to_real_open_mm", "virtual_to_real_open_axis_deg", "virtual_to_real_closed_mm",
+            "virtual_to_real_closed_axis_deg", "closed_loop_iterations")
     return {
         "scene": str(room.config.path.name),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "seed": seed,
         "frame": "patient reference marker (ref), mm",
+        "error_budget": {"terms_on": sorted(budget.terms), **{k: v for k, v in vars(budget).items() if k != "terms"}},
         "kinematic_errors": vars(room.robots["operation"].config.kinematic_errors),
-        "closed_loop": {"tolerance_mm": tol_mm, "max_iterations": max_iterations},
-        "calibration_s": t_cal,
+        "closed_loop": {"tolerance_mm": tol_mm, "tolerance_deg": tol_deg, "max_iterations": max_iterations},
+        "timings_s": tr.timings_s,
         "calibration_residuals": cal.residuals,
+        "carm_calibration": cal.carm.to_dict() if cal.carm is not None else None,
         "ground_truth_checks": {"registration_tre_at_target_mm": reg_tre, "T_ref_base_position_error_mm": base_err},
+        "xray_chain": chain,
         "points": rows,
-        "real_to_virtual_mm": summary("real_to_virtual_mm"),
-        "real_to_virtual_joints_mm": summary("real_to_virtual_joints_mm"),
-        "virtual_to_real_open_mm": summary("virtual_to_real_open_mm"),
-        "virtual_to_real_closed_mm": summary("virtual_to_real_closed_mm"),
-        "closed_loop_iterations": summary("closed_loop_iterations"),
+        "failed_points": len(rows) - len(done),
+        **{k: summary(k) for k in keys},
         "reference_seed004": {"real_to_virtual_mm": {"mean": 1.723, "all": SEED004_REAL_TO_VIRTUAL_MM},
                               "virtual_to_real_mm": {"mean": 7.052, "all": SEED004_VIRTUAL_TO_REAL_MM}},
-        "targets_mm": {"real_to_virtual_mean": 0.5, "virtual_to_real_closed_mean": 1.0},
+        "targets": {"real_to_virtual_mean_mm": 0.5, "virtual_to_real_closed_mean_mm": 1.0, "tre_mean_mm": 1.0,
+                    "axis_closed_mean_deg": 1.0},
+        "tracker_spec_rms_mm": 0.12,
     }
 
 
+def _m(s: dict[str, float] | None, fmt: str = ".3f") -> str:
+    return "-" if s is None else format(s["mean"], fmt)
+
+
 def format_mapping_bench(r: dict[str, Any]) -> str:
-    pts = r["points"]
+    pts = [p for p in r["points"] if "error" not in p]
     per_point = table(
-        ["point", "real->virtual (tracker)", "real->virtual (joints)", "virtual->real open", "virtual->real closed", "iterations"],
-        [[i + 1, f"{p['real_to_virtual_mm']:.3f}", f"{p['real_to_virtual_joints_mm']:.3f}", f"{p['virtual_to_real_open_mm']:.3f}",
-          f"{p['virtual_to_real_closed_mm']:.3f}", p["closed_loop_iterations"]] for i, p in enumerate(pts)])
+        ["point", "real->virtual tip mm", "axis deg", "(joints) mm", "moving mm", "v->r open mm", "open axis deg",
+         "v->r closed mm", "closed axis deg", "iterations"],
+        [[i + 1, f"{p['real_to_virtual_mm']:.3f}", f"{p['real_to_virtual_axis_deg']:.3f}", f"{p['real_to_virtual_joints_mm']:.3f}",
+          "-" if p["real_to_virtual_moving_mm"] is None else f"{p['real_to_virtual_moving_mm']:.2f}",
+          f"{p['virtual_to_real_open_mm']:.3f}", f"{p['virtual_to_real_open_axis_deg']:.3f}",
+          f"{p['virtual_to_real_closed_mm']:.3f}", f"{p['virtual_to_real_closed_axis_deg']:.3f}", p["closed_loop_iterations"]]
+         for i, p in enumerate(pts)])
     s = r["reference_seed004"]
-    summary = table(
-        ["mapping, mean over 10 points (mm)", "ours", "seed 004", "target"],
-        [["real-to-virtual (tracker + calibration)", f"{r['real_to_virtual_mm']['mean']:.3f}", f"{s['real_to_virtual_mm']['mean']:.3f}", "<= 0.5"],
-         ["real-to-virtual (joint readings, nominal kinematics)", f"{r['real_to_virtual_joints_mm']['mean']:.3f}", "", ""],
-         ["virtual-to-real, open loop", f"{r['virtual_to_real_open_mm']['mean']:.3f}", f"{s['virtual_to_real_mm']['mean']:.3f}", ""],
-         ["virtual-to-real, closed loop", f"{r['virtual_to_real_closed_mm']['mean']:.3f}", "", "<= 1.0"]])
+    rows = [["real-to-virtual, tip (tracker + calibration)", _m(r["real_to_virtual_mm"]), f"{s['real_to_virtual_mm']['mean']:.3f}", "<= 0.5"],
+            ["real-to-virtual, axis (deg)", _m(r["real_to_virtual_axis_deg"]), "", ""],
+            ["real-to-virtual, tip from joint readings (nominal kinematics)", _m(r["real_to_virtual_joints_mm"]), "", ""],
+            ["real-to-virtual, tip while moving (single fresh frames)", _m(r["real_to_virtual_moving_mm"]), "", ""],
+            ["virtual-to-real, open loop, tip", _m(r["virtual_to_real_open_mm"]), f"{s['virtual_to_real_mm']['mean']:.3f}", ""],
+            ["virtual-to-real, open loop, axis (deg)", _m(r["virtual_to_real_open_axis_deg"]), "", ""],
+            ["virtual-to-real, closed loop, tip", _m(r["virtual_to_real_closed_mm"]), "", "<= 1.0"],
+            ["virtual-to-real, closed loop, axis (deg)", _m(r["virtual_to_real_closed_axis_deg"]), "", "<= 1.0"]]
+    c = r.get("xray_chain")
+    if c:
+        rows.append([f"TRE at the vertebra through X-rays ({' + '.join(c['views'])}), mean of {len(c['tre_mm'])} landmarks",
+                     f"{c['tre_mean_mm']:.3f}", "", "<= 1.0"])
+    summary = table([f"mapping, mean over {len(pts)} points (mm unless deg)", "ours", "seed 004", "target"], rows)
     g = r["ground_truth_checks"]
-    extra = (f"registration error at the target's centroid {g['registration_tre_at_target_mm']:.3f} mm; "
-             f"robot base position error {g['T_ref_base_position_error_mm']:.2f} mm; calibration took {r['calibration_s']:.1f} s")
+    extra = (f"error budget on: {', '.join(r['error_budget']['terms_on']) or 'none'}; "
+             f"registration (CT) error at the target's centroid {g['registration_tre_at_target_mm']:.3f} mm; "
+             f"robot base position error {g['T_ref_base_position_error_mm']:.2f} mm")
+    if c:
+        extra += ("\nTRE per landmark: " + ", ".join(f"{k} {v:.2f} mm" for k, v in c["tre_mm"].items())
+                  + f"; reconstruction DICE {c['dice']:.3f}")
+    if r["failed_points"]:
+        extra += f"\n{r['failed_points']} point(s) failed: " + "; ".join(p["error"] for p in r["points"] if "error" in p)
     return per_point + "\n\n" + summary + "\n" + extra
 
 
@@ -231,13 +298,48 @@ def plot_mapping(r: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(scene: str | None, out: Path, seed: int, calibration: Path | None = None) -> int:
+def _budget_runs(budget: str | None) -> list[tuple[str, list[str] | None]]:
+    """(label, terms) per run: the scene's budget, a list of terms, none, or the ablation (each term alone)."""
+    if budget is None:
+        return [("scene", None)]
+    if budget == "none":
+        return [("none", [])]
+    if budget == "ablation":
+        return [("none", []), *[(t, [t]) for t in BUDGET_TERMS], ("all", list(BUDGET_TERMS))]
+    terms = [t.strip() for t in budget.split(",") if t.strip()]
+    return [(",".join(terms), terms)]
+
+
+def format_ablation(results: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for label, r in results.items():
+        c = r.get("xray_chain") or {}
+        rows.append([label, _m(r["real_to_virtual_mm"]), _m(r["real_to_virtual_axis_deg"]), _m(r["real_to_virtual_moving_mm"], ".2f"),
+                     _m(r["virtual_to_real_closed_mm"]), _m(r["virtual_to_real_closed_axis_deg"]),
+                     num(c.get("tre_mean_mm"), ".3f"), num(c.get("dice"), ".3f"),
+                     f"{r['ground_truth_checks']['registration_tre_at_target_mm']:.3f}"])
+    return table(["error budget terms on", "real->virtual mm", "axis deg", "moving mm", "closed loop mm", "closed axis deg",
+                  "TRE (X-rays) mm", "DICE", "TRE (CT registration) mm"], rows)
+
+
+def main(scene: str | None, out: Path, seed: int, calibration: Path | None = None, budget: str | None = None) -> int:
     from twinsim.twin.calibration_set import load_calibration
 
-    cal = load_calibration(calibration) if calibration else None
-    print("twinsim bench mapping: calibration chain, then 10 tool-tip points, open and closed loop")
-    r = run_mapping_bench(scene, seed=seed, calibration=cal, progress=None)
-    print(format_mapping_bench(r))
-    print(f"wrote {write_json(out, r)}")
-    print(f"wrote {plot_mapping(r, out.with_suffix('.png'))}")
+    runs = _budget_runs(budget)
+    results: dict[str, dict[str, Any]] = {}
+    for label, terms in runs:
+        cal = load_calibration(calibration) if calibration else None
+        print(f"twinsim bench mapping [{label}]: calibration chain and C-arm calibration, 10 needle-guide poses open and "
+              "closed loop, then two tracked X-rays and the reconstruction")
+        r = run_mapping_bench(scene, seed=seed, calibration=cal, progress=None, terms=terms)
+        results[label] = r
+        print(format_mapping_bench(r))
+        if len(runs) == 1:
+            print(f"wrote {write_json(out, r)}")
+            print(f"wrote {plot_mapping(r, out.with_suffix('.png'))}")
+        else:
+            write_json(out, {"ablation": results, "complete": len(results) == len(runs)})  # a long run keeps what it has
+    if len(runs) > 1:
+        print(format_ablation(results))
+        print(f"wrote {out}")
     return 0

@@ -13,6 +13,7 @@ from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
 from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
 from twinsim.robot.nominal import NominalPanda
 from twinsim.tracking.fiducials import RegistrationTarget, patient_registration_target
+from twinsim.workflows.carm_calibration import CArmPhantom, load_phantom
 
 
 @dataclass
@@ -24,6 +25,7 @@ class RigDevices:
     operator: Operator
     model: NominalPanda  # the twin's nominal kinematics of the operation robot
     registration: RegistrationTarget  # from the patient's planning data
+    carm_phantom: CArmPhantom | None = None  # for `twinsim calibrate carm`
     room: Any = None  # the simulated room (sim rigs only; evaluation code may read it)
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -47,6 +49,7 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
     from twinsim.hal.sim.carm import SimCArm
     from twinsim.hal.sim.clock import SimClock
     from twinsim.hal.sim.operator import SimOperator
+    from twinsim.hal.sim.phantom import sim_phantom
     from twinsim.hal.sim.tracker import SimTracker
     from twinsim.sim.markers_in_room import room_tracker
     from twinsim.sim.world import build_operating_room
@@ -59,8 +62,9 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
         target = patient_registration_target(room.patient, room.config.patient.target_level)
         operator = SimOperator(room, vega, target.landmarks_ct_mm, seed=rig.seed)
         model = NominalPanda(room.config.needle_guide)
-        dev = RigDevices(rig, arm, SimTracker(vega, clock), SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed),
-                         operator, model, target, room)
+        carm = SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed)
+        dev = RigDevices(rig, arm, SimTracker(vega, clock), carm, operator, model, target,
+                         sim_phantom(room, vega, carm, seed=rig.seed), room)
     except Exception:
         room.close()
         raise
@@ -93,7 +97,13 @@ def open_lab(rig: LabRig) -> RigDevices:
         model = NominalPanda(cfg.needle_guide)
         closers.append(model.close)
         patient = load_scene_patient(cfg)
-        dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level))
+        phantom = None
+        if rig.carm.phantom is not None:
+            phantom = load_phantom(rig.carm.phantom)
+            phantom.mount = lambda: operator.confirm("Clamp the C-arm bead phantom to the patient reference.")
+            phantom.unmount = lambda: operator.confirm("Take the bead phantom off the patient reference.")
+        dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level),
+                         phantom)
     except Exception:
         for f in reversed(closers):
             f()

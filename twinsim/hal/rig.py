@@ -69,6 +69,7 @@ class FolderCArmSettings(_Strict):
     image_folder: Path
     calibration: Path
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    phantom: Path | None = None  # twinsim-carm-phantom/1: bead phantom for `twinsim calibrate carm`
 
 
 class LabRig(_Strict):
@@ -107,5 +108,6 @@ def load_rig(path: str | Path | None = None) -> SimRig | LabRig:
     if isinstance(rig, LabRig):
         updates["tracker"] = rig.tracker.model_copy(update={"tools": {k: _resolve(v, base) for k, v in rig.tracker.tools.items()}})
         updates["carm"] = rig.carm.model_copy(update={"image_folder": _resolve(rig.carm.image_folder, base),
-                                                      "calibration": _resolve(rig.carm.calibration, base)})
+                                                      "calibration": _resolve(rig.carm.calibration, base),
+                                                      "phantom": _resolve(rig.carm.phantom, base)})
     return rig.model_copy(update=updates)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,21 @@ def _frame_link(robot: ET.Element, name: str) -> None:
     _inertial(link, 0.001, (0.0, 0.0, 0.0), (0.01, 0.01, 0.01))
 
 
-def _add_needle_guide(robot: ET.Element, cfg: NeedleGuideConfig) -> None:
+def _add_needle_guide(robot: ET.Element, cfg: NeedleGuideConfig, mount: GuideMountError | None = None) -> None:
     link = ET.SubElement(robot, "link", name="needle_guide")
     a, L = cfg.adapter_length_m, cfg.tube_length_m
     _inertial(link, cfg.mass_kg, (0.0, 0.0, (a + L) / 2), (cfg.adapter_diameter_m, cfg.adapter_diameter_m, a + L))
     _shape(link, "cylinder", {"radius": str(cfg.adapter_diameter_m / 2), "length": str(a)}, a / 2, "0.25 0.45 0.85 1")
     _shape(link, "cylinder", {"radius": str(cfg.tube_outer_diameter_m / 2), "length": str(L)}, a + L / 2, "0.75 0.75 0.8 1")
     _fixed_joint(robot, "needle_guide_mount", FLANGE_LINK, "needle_guide", 0.0)
+    if mount is not None and (mount.tilt_deg or mount.offset_mm):
+        # The guide as mounted: its bore tilted and shifted off the flange axis in seeded directions.
+        rng = np.random.default_rng(mount.seed + 31)
+        phi, psi = rng.uniform(0, 2 * np.pi, 2)
+        tilt = np.deg2rad(mount.tilt_deg)
+        origin = robot.findall("joint")[-1].find("origin")
+        origin.set("rpy", f"{tilt * np.cos(phi):.9f} {tilt * np.sin(phi):.9f} 0")
+        origin.set("xyz", f"{mount.offset_mm * 1e-3 * np.cos(psi):.9f} {mount.offset_mm * 1e-3 * np.sin(psi):.9f} 0")
     _frame_link(robot, TOOL_TIP_LINK)
     _fixed_joint(robot, "tool_tip_joint", "needle_guide", TOOL_TIP_LINK, a + L)
 
@@ -124,12 +133,21 @@ def _perturb_joint_origins(robot: ET.Element, errors: KinematicErrorConfig) -> N
         origin.set("rpy", " ".join(f"{v:.9f}" for v in rpy))
 
 
+@dataclass(frozen=True)
+class GuideMountError:
+    """How the needle guide's bore sits off the flange axis as mounted (simulated reality)."""
+
+    tilt_deg: float = 0.0
+    offset_mm: float = 0.0
+    seed: int = 0
+
+
 def panda_urdf(tool: NeedleGuideConfig | TrackerCameraConfig, cache_dir: Path | None = None,
-               errors: KinematicErrorConfig | None = None) -> Path:
+               errors: KinematicErrorConfig | None = None, guide_mount: GuideMountError | None = None) -> Path:
     """Write (once, keyed by content) the Panda URDF with soft limits and ``tool``; return its path.
 
-    With ``errors`` the joint origins are perturbed (simulated reality); without, it is the
-    nominal model the twin uses.
+    With ``errors`` (and ``guide_mount``) the joint origins are perturbed (simulated
+    reality); without, it is the nominal model the twin uses.
     """
     src_dir = Path(pybullet_data.getDataPath()) / "franka_panda"
     robot = ET.parse(src_dir / "panda.urdf").getroot()
@@ -150,7 +168,7 @@ def panda_urdf(tool: NeedleGuideConfig | TrackerCameraConfig, cache_dir: Path | 
     if errors is not None and (errors.link_offset_sd_mm or errors.link_angle_sd_deg):
         _perturb_joint_origins(robot, errors)
     if isinstance(tool, NeedleGuideConfig):
-        _add_needle_guide(robot, tool)
+        _add_needle_guide(robot, tool, guide_mount)
     else:
         _add_tracker_camera(robot, tool)
     text = ET.tostring(robot, encoding="unicode")

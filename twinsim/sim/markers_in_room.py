@@ -69,17 +69,27 @@ def room_tools(room: OperatingRoom, mounts: dict[str, dict]) -> list[SimulatedTo
         def pose(p: Callable[[], np.ndarray] = parent, T: np.ndarray = T_parent_marker) -> np.ndarray:
             return p() @ T
 
-        tools.append(SimulatedTool(handle, load_marker(name), pose))
+        marker = load_marker(name)
+        budget = room.config.error_budget
+        offsets = None
+        if budget.sphere_sd_mm > 0:  # each tool built with its own spheres a little off their definition
+            offsets = np.random.default_rng([budget.seed, handle]).normal(0.0, budget.sphere_sd_mm / np.sqrt(3),
+                                                                          marker.spheres_mm.shape)
+        tools.append(SimulatedTool(handle, marker, pose, offsets))
     check_distinguishable([t.marker for t in tools])
     return tools
 
 
 def room_tracker(room: OperatingRoom, configuration: dict | None = None) -> SimulatedVega:
-    """The Vega on the navigation robot's flange, seeing the room's markers (line of sight in PyBullet)."""
+    """The Vega on the navigation robot's flange, seeing the room's markers (line of sight in PyBullet).
+
+    Its errors follow the scene's error budget; keys in ``configuration`` override them.
+    """
     mounts = room.config.markers
     if not mounts:
         raise SceneConfigError(f"{room.config.path}: no 'markers' section; the tracker has nothing to track")
-    vega = SimulatedVega(configuration or {}, room_tools(room, mounts),
+    configuration = {**room.config.error_budget.tracker_configuration(), **(configuration or {})}
+    vega = SimulatedVega(configuration, room_tools(room, mounts),
                          lambda: room.link_pose("navigation", panda.CAMERA_LINK), client=room.client)
     vega.start_tracking()
     return vega

@@ -6,7 +6,7 @@ says otherwise (``_rad``, ``_mm``). Errors name the file and the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,60 @@ class ViewConfig:
     pitch_deg: float
 
 
+BUDGET_TERMS = ("tracker_systematic", "marker_tolerance", "needle_guide_mount", "carm_calibration", "latency")
+SPEC_RMS_MM = 0.12  # what the tracker's error is with the budget off: its specification as white noise alone
+
+
+@dataclass(frozen=True)
+class ErrorBudgetConfig:
+    """What stands between the room and what the sensors say of it (see the scene file's ``error_budget``).
+
+    ``terms`` are those switched on; with none, the tracker's error is its specified RMS as
+    white noise per frame (averaging removes it), markers are as defined, the guide's bore is
+    the flange axis, the C-arm's true parameters stand in for its calibration and frames
+    arrive at once.
+    """
+
+    terms: frozenset[str]
+    seed: int = 0
+    jitter_rms_mm: float = 0.05
+    systematic_rms_mm: float = 0.11
+    systematic_length_mm: float = 400.0
+    latency_s: float = 0.0142
+    marker_sphere_sd_mm: float = 0.0
+    needle_guide_tilt_deg: float = 0.0
+    needle_guide_offset_mm: float = 0.0
+    carm_true_parameters: bool = False
+
+    def only(self, terms: set[str] | frozenset[str] | tuple[str, ...]) -> ErrorBudgetConfig:
+        unknown = sorted(set(terms) - set(BUDGET_TERMS))
+        if unknown:
+            raise SceneConfigError(f"unknown error-budget terms {unknown}; known: {', '.join(BUDGET_TERMS)}")
+        return replace(self, terms=frozenset(terms))
+
+    def tracker_configuration(self) -> dict[str, float | int]:
+        """The simulated Vega's keys for the terms that are on."""
+        systematic = "tracker_systematic" in self.terms
+        return {"noise rms mm": self.jitter_rms_mm if systematic else SPEC_RMS_MM,
+                "systematic rms mm": self.systematic_rms_mm if systematic else 0.0,
+                "systematic length mm": self.systematic_length_mm, "systematic seed": self.seed,
+                "latency s": self.latency_s if "latency" in self.terms else 0.0}
+
+    @property
+    def sphere_sd_mm(self) -> float:
+        return self.marker_sphere_sd_mm if "marker_tolerance" in self.terms else 0.0
+
+    @property
+    def guide_mount(self) -> tuple[float, float]:
+        """(tilt deg, lateral offset mm) of the needle guide's bore against the flange axis, as mounted."""
+        on = "needle_guide_mount" in self.terms
+        return (self.needle_guide_tilt_deg, self.needle_guide_offset_mm) if on else (0.0, 0.0)
+
+    @property
+    def carm_uses_truth(self) -> bool:
+        return self.carm_true_parameters or "carm_calibration" not in self.terms
+
+
 @dataclass
 class SceneConfig:
     name: str
@@ -98,6 +152,7 @@ class SceneConfig:
     image_size: tuple[int, int]
     views: list[ViewConfig] = field(default_factory=list)
     markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/default.yaml)
+    error_budget: ErrorBudgetConfig = field(default_factory=lambda: ErrorBudgetConfig(frozenset()))
 
 
 def _path(value: str | None, base: Path) -> Path | None:
@@ -157,8 +212,14 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
                         pitch_deg=v.pitch_deg) for v in sc.snapshot.views]
     size = sc.snapshot.image_size
     markers = {name: m.model_dump(exclude_none=True) for name, m in sc.markers.items()}
+    b = sc.error_budget
+    budget = ErrorBudgetConfig(
+        terms=frozenset(BUDGET_TERMS if b.enabled else ()), seed=b.seed, jitter_rms_mm=b.tracker.jitter_rms_mm,
+        systematic_rms_mm=b.tracker.systematic_rms_mm, systematic_length_mm=b.tracker.systematic_length_mm,
+        latency_s=b.tracker.latency_s, marker_sphere_sd_mm=b.marker_sphere_sd_mm, needle_guide_tilt_deg=b.needle_guide_mount.tilt_deg,
+        needle_guide_offset_mm=b.needle_guide_mount.offset_mm, carm_true_parameters=b.carm_calibration == "true")
     return SceneConfig(
         name=sc.name, path=path, patient=patient, table=table_cfg, robots=robots, needle_guide=needle, tracker_camera=camera,
         carm=carm, timestep_s=sc.physics.timestep_s, gravity_m_s2=np.array(sc.physics.gravity_m_s2),
-        image_size=(int(size[0]), int(size[1])), views=views, markers=markers,
+        image_size=(int(size[0]), int(size[1])), views=views, markers=markers, error_budget=budget,
     )

@@ -171,6 +171,35 @@ class Mount(_Strict):
     tip_mm: Vec3 | None = None  # the pointer's tip in its marker frame (simulated truth)
 
 
+class TrackerErrors(_Strict):
+    jitter_rms_mm: NonNegative = 0.05
+    systematic_rms_mm: NonNegative = 0.11
+    systematic_length_mm: Positive = 400.0
+    latency_s: NonNegative = 0.0142
+
+
+class NeedleGuideMount(_Strict):
+    tilt_deg: NonNegative = 0.0
+    offset_mm: NonNegative = 0.0
+
+
+class ErrorBudget(_Strict):
+    enabled: bool = True
+    seed: int = 0
+    tracker: TrackerErrors = TrackerErrors()
+    marker_sphere_sd_mm: NonNegative = 0.0
+    needle_guide_mount: NeedleGuideMount = NeedleGuideMount()
+    carm_calibration: Literal["calibrated", "true"] = "calibrated"
+
+    @model_validator(mode="after")
+    def _plausible(self) -> ErrorBudget:
+        t = self.tracker
+        if max(t.jitter_rms_mm, t.systematic_rms_mm, self.marker_sphere_sd_mm, self.needle_guide_mount.offset_mm) > 5 \
+                or self.needle_guide_mount.tilt_deg > 5 or t.latency_s > 1:
+            raise ValueError("holds errors far beyond a working rig; lengths are mm, angles degrees, latency seconds")
+        return self
+
+
 class Scene(_Strict):
     name: str
     patient: Patient
@@ -182,3 +211,4 @@ class Scene(_Strict):
     physics: Physics
     snapshot: Snapshot
     markers: dict[str, Mount] = {}
+    error_budget: ErrorBudget = ErrorBudget(enabled=False)

@@ -155,6 +155,12 @@ class OperatingRoom:
         pb.resetBasePositionAndOrientation(self.carm_body, p, q, physicsClientId=self.client)
         return self.T_world_carm
 
+    def park_carm(self, parked: bool = True) -> None:
+        """Roll the C-arm out of the room (``parked``) or back to its pose, e.g. while the robot positions."""
+        T = frames.make_transform(t=[0.0, 0.0, -10.0]) @ self.T_world_carm if parked else self.T_world_carm
+        p, q = frames.transform_to_pose(T)
+        pb.resetBasePositionAndOrientation(self.carm_body, p, q, physicsClientId=self.client)
+
     # ---- collision ---------------------------------------------------------------------
     def clearance(self, group_a: str, group_b: str, query_m: float = CLEARANCE_QUERY_M) -> PairClearance:
         """Smallest signed distance between two body groups (negative when they interpenetrate)."""
@@ -212,7 +218,9 @@ def mesh_in_world_m(T_world_ct: np.ndarray, vertices_ct_mm: np.ndarray) -> np.nd
 
 def _add_robot(client: int, cfg: SceneConfig, rc: RobotConfig) -> RobotHandle:
     tool = cfg.needle_guide if rc.tool == "needle_guide" else cfg.tracker_camera
-    urdf = panda.panda_urdf(tool, errors=rc.kinematic_errors)  # the room is reality: the arm as built
+    tilt_deg, offset_mm = cfg.error_budget.guide_mount if rc.tool == "needle_guide" else (0.0, 0.0)
+    mount = panda.GuideMountError(tilt_deg, offset_mm, cfg.error_budget.seed)
+    urdf = panda.panda_urdf(tool, errors=rc.kinematic_errors, guide_mount=mount)  # the room is reality: the arm as built
     try:
         q0 = panda.check_joint_positions(rc.home_q_rad, f"robots.{rc.name}.home_q_rad in {cfg.path}")
     except panda.JointLimitError as exc:

@@ -59,6 +59,27 @@ class CArmCalibrationResult:
                 "residual_px_rms": self.residual_px_rms, "residual_px_per_shot": self.residual_px_per_shot,
                 "n_points": self.n_points, "parameter_sd": self.parameter_sd}
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "C-arm calibration") -> CArmCalibrationResult:
+        """Read :meth:`to_dict`'s output; a missing or malformed entry raises ``CalibrationError`` naming it."""
+        if not isinstance(d, dict):
+            raise CalibrationError(f"{where}: must be an object")
+        try:
+            sdd = float(d["sdd_mm"])
+            pp = np.asarray(d["principal_offset_mm"], dtype=np.float64)
+            spacing = np.asarray(d["pixel_spacing_mm"], dtype=np.float64)
+            T = frames.as_transform(d["T_marker_source_mm"], "T_marker_source_mm")
+            w, h = int(d["width_px"]), int(d["height_px"])
+        except KeyError as exc:
+            raise CalibrationError(f"{where}: missing {exc.args[0]}") from None
+        except (TypeError, ValueError, frames.FrameError) as exc:
+            raise CalibrationError(f"{where}: {exc}") from None
+        if not (sdd > 0 and w > 0 and h > 0 and pp.shape == (2,) and spacing.shape == (2,) and (spacing > 0).all()):
+            raise CalibrationError(f"{where}: sdd_mm, image size and pixel spacing must be positive, principal_offset_mm a pair")
+        return cls(sdd, (float(pp[0]), float(pp[1])), T, w, h, (float(spacing[0]), float(spacing[1])),
+                   float(d.get("residual_px_rms", float("nan"))), list(d.get("residual_px_per_shot", [])),
+                   int(d.get("n_points", 0)), dict(d.get("parameter_sd", {})))
+
 
 def _pose(x: np.ndarray, T0: np.ndarray) -> np.ndarray:
     return T0 @ frames.make_transform(Rotation.from_rotvec(x[3:6]).as_matrix(), x[6:9])

@@ -5,8 +5,11 @@ It subclasses the same base class as ``sksurgerynditracker.NDITracker`` (sksurge
 output, NaN for a missing tool and the return structure are identical by construction, and
 the real tracker can replace it unchanged.
 
-What is simulated (numbers in ../shared/DESIGN.md): per-sphere Gaussian noise with 0.12 mm
-3D RMS; the pyramid measurement volume; line of sight per sphere by PyBullet ray casts
+What is simulated (numbers in ../shared/DESIGN.md): per-sphere Gaussian noise (white, new
+every frame; 0.12 mm 3D RMS by default); optionally a systematic, position-dependent error (a
+smooth random field over the camera's frame, the same every frame at the same place, as a
+real camera's residual calibration error is); markers whose spheres sit off their
+definition (manufacturing tolerance, on the tool); the pyramid measurement volume; line of sight per sphere by PyBullet ray casts
 (anything in the scene can occlude); a tool with fewer than 3 visible spheres reported
 missing; a rigid fit per tool whose RMS residual is the quality; a 60 Hz frame counter; a
 latency in whole frames; all seeded. Times are simulated seconds since tracking started.
@@ -54,11 +57,39 @@ class SimulatedTool:
     port_handle: int
     marker: MarkerGeometry
     T_world_tool_m: Callable[[], np.ndarray]  # ground truth, metres
+    sphere_offsets_mm: np.ndarray | None = None  # where the built spheres sit off the definition (tool frame)
+
+    @property
+    def true_spheres_mm(self) -> np.ndarray:
+        return self.marker.spheres_mm if self.sphere_offsets_mm is None else self.marker.spheres_mm + self.sphere_offsets_mm
+
+
+class SystematicField:
+    """A smooth random 3D error field (mm) over the camera frame: a sum of seeded plane waves.
+
+    Each of ``n_waves`` waves has a random direction, a wavelength near ``length_mm`` and a
+    random vector amplitude; the amplitudes are scaled so the field's RMS over space is
+    ``rms_mm``. Points closer than a fraction of ``length_mm`` get nearly the same error,
+    which is why averaging frames, or fitting several spheres, does not remove it.
+    """
+
+    def __init__(self, rms_mm: float, length_mm: float, seed: int = 0, n_waves: int = 12) -> None:
+        rng = np.random.default_rng(seed + 7919)
+        d = rng.normal(size=(n_waves, 3))
+        self.k = d / np.linalg.norm(d, axis=1, keepdims=True) * (2 * np.pi / (length_mm * rng.uniform(0.7, 1.4, (n_waves, 1))))
+        self.phase = rng.uniform(0, 2 * np.pi, n_waves)
+        a = rng.normal(size=(n_waves, 3))
+        # A cosine with a uniform random phase has mean square 1/2.
+        self.amplitude = a * (rms_mm / np.sqrt(0.5 * np.sum(a**2))) if rms_mm > 0 else np.zeros_like(a)
+
+    def __call__(self, p_mm: np.ndarray) -> np.ndarray:
+        return np.cos(np.asarray(p_mm) @ self.k.T + self.phase) @ self.amplitude
 
 
 class SimulatedVega(SKSBaseTracker):
     """``configuration`` takes NDITracker's keys (``smoothing buffer``, ``use quaternions``) plus
-    ``noise rms mm`` (0.12), ``latency s`` (0.0142, rounded to whole frames), ``seed`` (0)."""
+    ``noise rms mm`` (0.12, white), ``systematic rms mm`` (0), ``systematic length mm`` (400),
+    ``systematic seed`` (0), ``latency s`` (0.0142, rounded to whole frames), ``seed`` (0)."""
 
     def __init__(self, configuration: dict[str, Any], tools: list[SimulatedTool],
                  T_world_cam_m: Callable[[], np.ndarray], client: int | None = None,
@@ -74,6 +105,9 @@ class SimulatedVega(SKSBaseTracker):
         self.client = client
         self.volume = volume or MeasurementVolume()
         self.noise_rms_mm = float(configuration.get("noise rms mm", VEGA_RMS_MM))
+        self.systematic = SystematicField(float(configuration.get("systematic rms mm", 0.0)),
+                                          float(configuration.get("systematic length mm", 400.0)),
+                                          int(configuration.get("systematic seed", 0)))
         self.latency_frames = round(float(configuration.get("latency s", 0.0142)) * FRAME_RATE_HZ)
         self.rng = np.random.default_rng(configuration.get("seed", 0))
         self.frame_number = 0
@@ -135,10 +169,10 @@ class SimulatedVega(SKSBaseTracker):
         sigma = self.noise_rms_mm / np.sqrt(3.0)
         for tool in self.tools:
             T_world_tool = tool.T_world_tool_m()
-            world_m = frames.transform_points(T_world_tool, tool.marker.spheres_mm * 1e-3)
+            world_m = frames.transform_points(T_world_tool, tool.true_spheres_mm * 1e-3)
             true_cam = frames.transform_points(T_cam_world_mm, world_m * 1000.0)
             visible = self.volume.contains(true_cam) & self._line_of_sight(T_world_cam[:3, 3], world_m)
-            measured = true_cam + self.rng.normal(0.0, sigma, true_cam.shape)
+            measured = true_cam + self.systematic(true_cam) + self.rng.normal(0.0, sigma, true_cam.shape)
             self.last_spheres[tool.port_handle] = (true_cam, measured, visible)
             handles.append(tool.port_handle)
             stamps.append(t_now)

@@ -6,7 +6,12 @@ Format ``twinsim-calibration/1``, JSON, millimetres. Transforms follow ``T_<to>_
 - ``T_ref_base``: the operation robot's base in the patient reference frame (robot-world);
 - ``T_flange_tool``: the needle guide's tip (TCP) in the flange frame, axis along z;
 - ``T_ref_ct``: the CT (RAS mm) in the patient reference frame (paired points + surface ICP);
-- ``pointer_tip_mm`` / ``needle_tip_mm``: pivot-calibrated tips in their markers' frames.
+- ``pointer_tip_mm`` / ``needle_tip_mm``: pivot-calibrated tips in their markers' frames;
+- ``needle_axis``: the guide's bore direction (unit, pointing from the flange
+  towards the tip) in the needle-guide marker's frame, from pivots at two depths;
+- ``carm`` (once ``twinsim calibrate carm`` has run): the C-arm's intrinsics and
+  ``T_marker_source_mm`` (its tracked marker to the focal spot), which turn a tracked
+  exposure into a projection geometry in ``ref``.
 
 Each comes with its residuals under ``residuals``. Files are written atomically.
 """
@@ -22,10 +27,12 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.report import write_json
+from twinsim.tracking.calibration import CalibrationError
+from twinsim.tracking.carm_calibration import CArmCalibrationResult
 
 FORMAT = "twinsim-calibration/1"
 TRANSFORMS = ("T_flange_marker", "T_ref_base", "T_flange_tool", "T_ref_ct")
-POINTS = ("pointer_tip_mm", "needle_tip_mm")
+POINTS = ("pointer_tip_mm", "needle_tip_mm", "needle_axis")
 
 
 class CalibrationFileError(ValueError):
@@ -40,14 +47,17 @@ class CalibrationSet:
     T_ref_ct: np.ndarray
     pointer_tip_mm: np.ndarray
     needle_tip_mm: np.ndarray
+    needle_axis: np.ndarray
     residuals: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    carm: CArmCalibrationResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "units": "mm",
             **{k: np.round(getattr(self, k), 9).tolist() for k in TRANSFORMS + POINTS},
+            **({"carm": self.carm.to_dict()} if self.carm is not None else {}),
             "residuals": self.residuals,
             "meta": self.meta,
         }
@@ -80,4 +90,10 @@ def load_calibration(path: str | Path) -> CalibrationSet:
         if a.shape != (3,) or not np.isfinite(a).all():
             raise CalibrationFileError(f"{p}: {k} must be [x, y, z] in mm, got {d[k]!r}")
         pts[k] = a
-    return CalibrationSet(**Ts, **pts, residuals=dict(d.get("residuals", {})), meta=dict(d.get("meta", {})))
+    if abs(np.linalg.norm(pts["needle_axis"]) - 1.0) > 1e-6:
+        raise CalibrationFileError(f"{p}: needle_axis must be a unit vector, got length {np.linalg.norm(pts['needle_axis']):.6f}")
+    try:
+        carm = CArmCalibrationResult.from_dict(d["carm"], f"{p}: carm") if "carm" in d else None
+    except CalibrationError as exc:
+        raise CalibrationFileError(str(exc)) from None
+    return CalibrationSet(**Ts, **pts, residuals=dict(d.get("residuals", {})), meta=dict(d.get("meta", {})), carm=carm)

@@ -7,8 +7,8 @@ reference frame ``ref`` (mm), so the twin follows when the camera or the patient
 Virtual-to-real: a tool pose set in the twin (``ref`` frame) is mapped through
 ``T_ref_base`` and ``T_flange_tool`` into the operation robot's base, solved with the
 nominal kinematics and sent as a joint move. Open loop it inherits every calibration and
-kinematic error; closed loop measures the tip with the tracker after each move and shifts
-the command by the remaining error until within tolerance.
+kinematic error; closed loop measures the guide's tip and axis with the tracker after each
+move, and shifts and turns the command by what remains until both are within tolerance.
 
 Nothing here reads simulation ground truth: inputs are tracker frames, joint readings and
 the calibration file, so real drivers can replace the simulated ones.
@@ -43,6 +43,7 @@ class TwinState:
 
     T_ref_ct: np.ndarray  # the patient's CT
     needle_tip_ref_mm: np.ndarray  # from the tracker (needle-guide marker + pivot calibration)
+    needle_axis_ref: np.ndarray  # unit, from the tracker (needle-guide marker + axis calibration)
     needle_tip_from_joints_ref_mm: np.ndarray  # from joint readings, nominal kinematics and calibration
     T_ref_tool_joints: np.ndarray  # the needle guide's pose from the joint readings
     T_ref_markers: dict[str, np.ndarray] = field(default_factory=dict)  # every tracked tool
@@ -54,6 +55,8 @@ class MoveResult:
     target_ref_mm: np.ndarray
     measured_ref_mm: list[np.ndarray]  # tracker-measured tip after each move
     converged: bool
+    target_axis_ref: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    measured_axis_ref: list[np.ndarray] = field(default_factory=list)  # tracker-measured axis after each move
 
     @property
     def iterations(self) -> int:
@@ -62,6 +65,10 @@ class MoveResult:
     @property
     def measured_error_mm(self) -> list[float]:
         return [float(np.linalg.norm(m - self.target_ref_mm)) for m in self.measured_ref_mm]
+
+    @property
+    def measured_axis_error_deg(self) -> list[float]:
+        return [frames.angle_between_deg(a, self.target_axis_ref) for a in self.measured_axis_ref]
 
 
 class TwinSync:
@@ -79,9 +86,13 @@ class TwinSync:
 
     def needle_tip_ref_mm(self, frame_list: list[tuple] | None = None) -> np.ndarray:
         """The needle guide's tip in ``ref`` as the tracker sees it."""
+        return self.needle_ref(frame_list)[0]
+
+    def needle_ref(self, frame_list: list[tuple] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The needle guide's tip (mm) and axis (unit) in ``ref`` as the tracker sees them."""
         f = frame_list or self._frames()
         T_ref_needle = self.tools.pose_in(f, NEEDLE_MARKER, REFERENCE)
-        return frames.transform_points(T_ref_needle, self.cal.needle_tip_mm)
+        return frames.transform_points(T_ref_needle, self.cal.needle_tip_mm), T_ref_needle[:3, :3] @ self.cal.needle_axis
 
     def tool_pose_from_joints(self, q_rad: np.ndarray | None = None) -> np.ndarray:
         """``T_ref_tool`` (mm) from joint readings through the nominal model and the calibration."""
@@ -101,32 +112,47 @@ class TwinSync:
             except TrackingLost:
                 missing.append(name)
         if NEEDLE_MARKER in missing:
-            tip = np.full(3, np.nan)
+            tip, axis = np.full(3, np.nan), np.full(3, np.nan)
         else:
             tip = frames.transform_points(markers[NEEDLE_MARKER], self.cal.needle_tip_mm)
+            axis = markers[NEEDLE_MARKER][:3, :3] @ self.cal.needle_axis
         T_joints = self.tool_pose_from_joints()
-        return TwinState(self.cal.T_ref_ct, tip, T_joints[:3, 3].copy(), T_joints, markers, missing)
+        return TwinState(self.cal.T_ref_ct, tip, axis, T_joints[:3, 3].copy(), T_joints, markers, missing)
+
+    def joint_target(self, T_ref_tool_mm: np.ndarray) -> np.ndarray:
+        """The joint command that puts the needle guide at ``T_ref_tool_mm`` by the calibration and nominal kinematics."""
+        T_base_flange_mm = frames.invert(self.cal.T_ref_base) @ T_ref_tool_mm @ frames.invert(self.cal.T_flange_tool)
+        return self.model.ik(frames.scale_translation(T_base_flange_mm, 1e-3), self.arm.read_joints_rad(), panda.FLANGE_LINK)
 
     def _command(self, T_ref_tool_mm: np.ndarray) -> None:
-        T_base_flange_mm = frames.invert(self.cal.T_ref_base) @ T_ref_tool_mm @ frames.invert(self.cal.T_flange_tool)
-        q = self.model.ik(frames.scale_translation(T_base_flange_mm, 1e-3), self.arm.read_joints_rad(), panda.FLANGE_LINK)
-        self.arm.move_joints(q)
+        self.arm.move_joints(self.joint_target(T_ref_tool_mm))
 
     def move_tool(self, T_ref_tool_target_mm: np.ndarray, closed_loop: bool = True, tol_mm: float = 0.25,
-                  max_iterations: int = 6) -> MoveResult:
-        """Virtual-to-real: bring the needle guide to a pose set in the twin (``ref``, mm)."""
+                  max_iterations: int = 6, tol_deg: float = 0.25) -> MoveResult:
+        """Virtual-to-real: bring the needle guide to a pose set in the twin (``ref``, mm; z along the bore).
+
+        Closed loop, the tracker measures the guide's tip and axis after each move; the command
+        is turned by the rotation from the measured axis to the target's (about its tip) and
+        shifted by the remaining tip error, until both are within ``tol_mm`` and ``tol_deg``.
+        """
         T_target = frames.as_transform(T_ref_tool_target_mm, "tool target")
-        target = T_target[:3, 3].copy()
-        correction = np.zeros(3)
-        measured: list[np.ndarray] = []
+        target, target_axis = T_target[:3, 3].copy(), T_target[:3, 2].copy()
+        T_cmd = T_target.copy()
+        tips: list[np.ndarray] = []
+        axes: list[np.ndarray] = []
+
+        def within() -> bool:
+            return (float(np.linalg.norm(target - tips[-1])) <= tol_mm
+                    and frames.angle_between_deg(axes[-1], target_axis) <= tol_deg)
+
         for _ in range(max_iterations if closed_loop else 1):
-            T_cmd = T_target.copy()
-            T_cmd[:3, 3] += correction
             self._command(T_cmd)
-            measured.append(self.needle_tip_ref_mm())
-            err = target - measured[-1]
-            if np.linalg.norm(err) <= tol_mm:
-                return MoveResult(target, measured, True)
-            # The tracker measures where the tip is; shift the command by what is left.
-            correction += err
-        return MoveResult(target, measured, float(np.linalg.norm(target - measured[-1])) <= tol_mm)
+            tip, axis = self.needle_ref()
+            tips.append(tip)
+            axes.append(axis)
+            if closed_loop and within():
+                break
+            T_cmd = T_cmd.copy()
+            T_cmd[:3, :3] = frames.rotation_between(axis, target_axis) @ T_cmd[:3, :3]
+            T_cmd[:3, 3] += target - tip
+        return MoveResult(target, tips, within(), target_axis, axes)

@@ -6,7 +6,9 @@ joint readings. Steps:
 
 1. pointer pivot (scikit-surgerycalibration) -> pointer tip;
 2. needle-guide tip pivot with the robot in a divot -> tip in the needle-guide marker
-   (tracker) and the TCP in the flange frame (joint readings, nominal kinematics);
+   (tracker) and the TCP in the flange frame (joint readings, nominal kinematics); the same
+   with a calibration rod in the guide's bore, pivoted about its tip -> a second point on the
+   axis, so the axis is measured in both frames, not assumed from CAD;
 3. the robot visits poses around home -> hand-eye (AX = XB) and robot-world (AX = ZB),
    flange-marker poses taken in the patient reference frame;
 4. patient registration: the pointer touches anatomical fiducials (paired points, FRE and
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.hal import Arm, HalError, Operator, Tracker
 from twinsim.robot.kinematics import IKError
-from twinsim.tracking.calibration import CalibrationError, pivot_calibrate
+from twinsim.tracking.calibration import CalibrationError, PivotResult, pivot_calibrate
 from twinsim.tracking.fiducials import RegistrationTarget
 from twinsim.tracking.hand_eye import hand_eye_calibrate, robot_world_calibrate
 from twinsim.tracking.registration import paired_point_register, surface_register
@@ -46,6 +48,7 @@ class SessionSettings:
     fiducial_fle_mm: float = 1.0  # touching an anatomical landmark through its soft tissue
     surface_points: int = 40
     surface_touch_mm: float = 0.3  # pointer tip on exposed bone
+    axis_rod_extension_mm: float = 100.0  # the calibration rod's tip beyond the guide's tip
     speed_factor: float = 0.2
     seed: int = 0
 
@@ -61,6 +64,28 @@ def _tip_in_ref(idx: ToolIndex, fr: list[tuple], tip_mm: np.ndarray) -> np.ndarr
         return frames.transform_points(idx.pose_in(fr, "pointer", REFERENCE), tip_mm)
     except TrackingLost:
         return np.full(3, np.nan)
+
+
+def _unit(v: np.ndarray, what: str) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    if not np.isfinite(n) or n < 10.0:
+        raise CalibrationError(f"{what} cannot be found: the rod's tip pivoted {n:.1f} mm from the guide's tip (expected its extension)")
+    return v / n
+
+
+def _guide_pivot(arm: Arm, tracker: Tracker, idx: ToolIndex, model: KinematicModel, operator: Operator, s: SessionSettings,
+                 rod_extension_mm: float) -> tuple[PivotResult, PivotResult]:
+    """One hand-guided pivot: the pivot point in the needle-guide marker (tracker) and in the flange (joint readings)."""
+    readings, needle_cam = [], []
+    for _ in operator.hand_guide_tip_pivot(arm, s.tip_pivot_poses, rod_extension_mm):
+        fr = read_frames(tracker, s.frames_per_pose)
+        readings.append(arm.read_joints_rad())
+        try:
+            needle_cam.append(idx.pose(fr, "needle_guide"))
+        except TrackingLost:
+            needle_cam.append(np.full((4, 4), np.nan))
+    return (pivot_calibrate(np.array(needle_cam)),
+            pivot_calibrate(np.array([frames.scale_translation(model.fk_m(q), 1000.0) for q in readings])))
 
 
 def run_calibration(arm: Arm, tracker: Tracker, model: KinematicModel, operator: Operator, target: RegistrationTarget,
@@ -83,23 +108,20 @@ def run_calibration(arm: Arm, tracker: Tracker, model: KinematicModel, operator:
     residuals["pointer_pivot"] = {"rms_mm": piv.residual_rms_mm, "tip_sd_mm": piv.tip_offset_sd_mm.tolist(), "poses": piv.n_frames}
     steps.update()
 
-    # 2. Needle-guide tip in a divot, robot hand-guided about it.
-    operator.say("Step 2 of 4: needle-guide tip pivot (robot in guiding mode).")
-    readings, needle_cam = [], []
-    for _ in operator.hand_guide_tip_pivot(arm, s.tip_pivot_poses):
-        fr = read_frames(tracker, s.frames_per_pose)
-        readings.append(arm.read_joints_rad())
-        try:
-            needle_cam.append(idx.pose(fr, "needle_guide"))
-        except TrackingLost:
-            needle_cam.append(np.full((4, 4), np.nan))
-    tip_piv = pivot_calibrate(np.array(needle_cam))
-    tcp = pivot_calibrate(np.array([frames.scale_translation(model.fk_m(q), 1000.0) for q in readings]))
-    residuals["needle_tip_pivot"] = {"rms_mm": tip_piv.residual_rms_mm, "tip_sd_mm": tip_piv.tip_offset_sd_mm.tolist(),
-                                     "poses": tip_piv.n_frames}
-    residuals["tcp_pivot"] = {"rms_mm": tcp.residual_rms_mm, "tip_sd_mm": tcp.tip_offset_sd_mm.tolist(), "poses": tcp.n_frames}
-    # The guide's axis is the flange z axis by construction (CAD); the TCP position is measured.
-    T_flange_tool = frames.make_transform(np.eye(3), tcp.tip_offset_mm)
+    # 2. Needle-guide tip in a divot, robot hand-guided about it; then a rod in the bore, pivoted about its tip.
+    operator.say("Step 2 of 4: needle-guide tip pivot (robot in guiding mode), then the axis with the calibration rod.")
+    tip_piv, tcp = _guide_pivot(arm, tracker, idx, model, operator, s, 0.0)
+    rod_piv, rod_tcp = _guide_pivot(arm, tracker, idx, model, operator, s, s.axis_rod_extension_mm)
+    for key, p in (("needle_tip_pivot", tip_piv), ("tcp_pivot", tcp), ("axis_rod_pivot", rod_piv), ("axis_rod_tcp_pivot", rod_tcp)):
+        residuals[key] = {"rms_mm": p.residual_rms_mm, "tip_sd_mm": p.tip_offset_sd_mm.tolist(), "poses": p.n_frames}
+    needle_axis = _unit(rod_piv.tip_offset_mm - tip_piv.tip_offset_mm, "the guide's axis in its marker")
+    z = _unit(rod_tcp.tip_offset_mm - tcp.tip_offset_mm, "the guide's axis in the flange")
+    x = np.array([1.0, 0.0, 0.0]) - z[0] * z  # keep the flange's x: the bore has no roll of its own
+    x /= np.linalg.norm(x)
+    T_flange_tool = frames.make_transform(np.column_stack([x, np.cross(z, x), z]), tcp.tip_offset_mm)
+    residuals["needle_axis"] = {"tilt_from_flange_z_deg": float(np.degrees(np.arccos(np.clip(z[2], -1, 1)))),
+                                "rod_extension_mm": s.axis_rod_extension_mm,
+                                "rod_length_measured_mm": float(np.linalg.norm(rod_piv.tip_offset_mm - tip_piv.tip_offset_mm))}
     steps.update()
 
     # 3. Hand-eye and robot-world from poses about home.
@@ -157,4 +179,4 @@ def run_calibration(arm: Arm, tracker: Tracker, model: KinematicModel, operator:
     steps.close()
     return CalibrationSet(T_flange_marker=rw.T_flange_marker_mm, T_ref_base=rw.T_fixed_base_mm, T_flange_tool=T_flange_tool,
                           T_ref_ct=sr.T_fixed_moving_mm, pointer_tip_mm=piv.tip_offset_mm, needle_tip_mm=tip_piv.tip_offset_mm,
-                          residuals=residuals)
+                          needle_axis=needle_axis, residuals=residuals)

@@ -9,8 +9,10 @@ with the solved calibration and a tighter gate refits it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,10 +26,60 @@ from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 from twinsim.workflows.calibration import read_frames
 
 # Spread over the orbital and angular range where, in the default room, the C-arm's marker stays in the
-# tracker's view (on the LAO side the C-arm's own body hides it) and the C-arm touches nothing.
+# tracker's view (on the LAO side it comes nearer the camera than the Vega's volume allows) and the C-arm
+# touches nothing.
 DEFAULT_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 20", -20.0, 0.0), CArmView("RAO 30 cranial 10", -30.0, 10.0),
                  CArmView("RAO 10 caudal 20", -10.0, -20.0), CArmView("RAO 40 cranial 20", -40.0, 20.0),
-                 CArmView("RAO 20 caudal 10", -20.0, -10.0))
+                 CArmView("RAO 20 caudal 10", -20.0, -10.0), CArmView("RAO 60", -60.0, 0.0), CArmView("RAO 75", -75.0, 0.0))
+
+
+PHANTOM_FORMAT = "twinsim-carm-phantom/1"
+
+
+@dataclass
+class CArmPhantom:
+    """A bead phantom clamped to the patient reference, and the nominal calibration the solve starts from.
+
+    ``beads_ref_mm``: bead centres in the reference marker's frame (measured once, e.g. on a
+    coordinate measuring machine, with the phantom in its clamp); ``nominal_*``: the C-arm's
+    CAD or a pointer survey of its housings. ``mount``/``unmount`` put it in the beam and take
+    it out again (a person's step; in the simulated room it appears in the DRRs).
+    """
+
+    beads_ref_mm: np.ndarray
+    bead_radius_mm: float
+    nominal_sdd_mm: float
+    nominal_T_marker_source_mm: np.ndarray
+    mount: Callable[[], None] = field(default=lambda: None)
+    unmount: Callable[[], None] = field(default=lambda: None)
+
+
+def load_phantom(path: str | Path) -> CArmPhantom:
+    """Read a ``twinsim-carm-phantom/1`` JSON file (mm); errors name the file and the entry."""
+    from twinsim import frames
+
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CalibrationError(f"C-arm phantom file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"C-arm phantom file {path} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict) or d.get("format") != PHANTOM_FORMAT:
+        raise CalibrationError(f"{path}: not a {PHANTOM_FORMAT} file")
+    try:
+        beads = np.asarray(d["beads_ref_mm"], dtype=np.float64)
+        radius, sdd = float(d["bead_radius_mm"]), float(d["nominal_sdd_mm"])
+        T = frames.as_transform(d["nominal_T_marker_source_mm"], "nominal_T_marker_source_mm")
+    except KeyError as exc:
+        raise CalibrationError(f"{path}: missing {exc.args[0]}") from None
+    except (TypeError, ValueError, frames.FrameError) as exc:
+        raise CalibrationError(f"{path}: {exc}") from None
+    if beads.ndim != 2 or beads.shape[1] != 3 or len(beads) < 6 or not np.isfinite(beads).all():
+        raise CalibrationError(f"{path}: beads_ref_mm must be at least 6 [x, y, z] rows in mm, got shape {beads.shape}")
+    if not (radius > 0 and sdd > 0):
+        raise CalibrationError(f"{path}: bead_radius_mm and nominal_sdd_mm must be positive")
+    return CArmPhantom(beads, radius, sdd, T)
 
 
 @dataclass
@@ -47,7 +99,7 @@ def _predict(shot: CArmShot, width: int, height: int, spacing: tuple[float, floa
 
 def calibrate_carm_views(carm: CArm, tracker: Tracker, beads_ref_mm: np.ndarray, bead_radius_mm: float, sdd0_mm: float,
                          T_marker_source0_mm: np.ndarray, views: Sequence[CArmView] = DEFAULT_VIEWS,
-                         frames_per_shot: int = 10, gate_px: float = 12.0, operator: Operator | None = None) -> CArmCalibrationRun:
+                         frames_per_shot: int = 10, gate_mm: float = 14.0, operator: Operator | None = None) -> CArmCalibrationRun:
     idx = ToolIndex(tracker)
     shots, names, images, skipped = [], [], [], {}
     width = height = 0
@@ -83,9 +135,28 @@ def calibrate_carm_views(carm: CArm, tracker: Tracker, beads_ref_mm: np.ndarray,
             out.append(CArmShot(shot.beads_ref_mm, match_beads(found, pred, gate), shot.T_ref_marker_mm))
         return out
 
+    gate_px = gate_mm / spacing[0]  # on the detector: the same physical gate at any read-out
     first = match(sdd0_mm, T_marker_source0_mm, (0.0, 0.0), gate_px)
+    if sum(np.isfinite(s.beads_px).all(axis=1).sum() >= 6 for s in first) < 2:
+        raise CalibrationError("the phantom's beads were not found in at least 2 views: is the phantom mounted, in the beam, "
+                               "and the nominal calibration within ~10 px of the truth?")
     n_first = int(sum(np.isfinite(s.beads_px).all(axis=1).sum() for s in first))
     res = calibrate_carm(first, width, height, spacing, sdd0_mm, T_marker_source0_mm)
     second = match(res.sdd_mm, res.T_marker_source_mm, res.principal_offset_mm, gate_px / 3)
     res = calibrate_carm(second, width, height, spacing, res.sdd_mm, res.T_marker_source_mm, res.principal_offset_mm)
     return CArmCalibrationRun(res, second, names, skipped, n_first)
+
+
+def calibrate_carm_with_phantom(carm: CArm, tracker: Tracker, phantom: CArmPhantom, views: Sequence[CArmView] = DEFAULT_VIEWS,
+                                operator: Operator | None = None) -> CArmCalibrationRun:
+    """Mount the phantom, calibrate over ``views``, take the phantom out again (also on failure)."""
+    if operator is not None:
+        operator.say("C-arm calibration: clamp the bead phantom to the patient reference.")
+    phantom.mount()
+    try:
+        return calibrate_carm_views(carm, tracker, phantom.beads_ref_mm, phantom.bead_radius_mm, phantom.nominal_sdd_mm,
+                                    phantom.nominal_T_marker_source_mm, views, operator=operator)
+    finally:
+        phantom.unmount()
+        if operator is not None:
+            operator.say("C-arm calibration done: remove the bead phantom.")

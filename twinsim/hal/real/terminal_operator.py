@@ -19,7 +19,7 @@ class TerminalOperator:
     def say(self, message: str) -> None:
         print(f"[operator] {message}", flush=True)
 
-    def _confirm(self, message: str) -> None:
+    def confirm(self, message: str) -> None:
         if not sys.stdin or not sys.stdin.isatty():
             raise HalError("operator", f"a person must act at this step, but there is no terminal to ask: {message}")
         input(f"[operator] {message} Press Enter when ready. ")
@@ -30,21 +30,23 @@ class TerminalOperator:
             time.sleep(self.sample_period_s)
 
     def pivot_pointer(self, n_poses: int) -> Iterator[int]:
-        self._confirm(f"Put the pointer tip in the divot and pivot it slowly (about {n_poses * self.sample_period_s:.0f} s), "
+        self.confirm(f"Put the pointer tip in the divot and pivot it slowly (about {n_poses * self.sample_period_s:.0f} s), "
                       "keeping its marker towards the camera.")
         yield from self._sweep(n_poses)
 
-    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int) -> Iterator[int]:
-        self._confirm(f"Switch {arm.name} to guiding mode, seat the needle-guide tip in the divot and tilt the robot about "
-                      f"it slowly (about {n_poses * self.sample_period_s:.0f} s).")
+    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, rod_extension_mm: float = 0.0) -> Iterator[int]:
+        what = (f"the tip of the calibration rod (in the guide's bore, standing {rod_extension_mm:.0f} mm out of the tip)"
+                if rod_extension_mm > 0 else "the needle-guide tip")
+        self.confirm(f"Switch {arm.name} to guiding mode, seat {what} in the divot and tilt the robot about "
+                     f"it slowly (about {n_poses * self.sample_period_s:.0f} s).")
         yield from self._sweep(n_poses)
 
     def touch_landmarks(self, names: Sequence[str]) -> Iterator[str]:
         for name in names:
-            self._confirm(f"Touch the {name} with the pointer and hold still.")
+            self.confirm(f"Touch the {name} with the pointer and hold still.")
             yield name
 
     def touch_surface(self, n_points: int) -> Iterator[int]:
         for i in range(n_points):
-            self._confirm(f"Touch exposed bone of the target level, point {i + 1} of {n_points}, and hold still.")
+            self.confirm(f"Touch exposed bone of the target level, point {i + 1} of {n_points}, and hold still.")
             yield i

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from twinsim import frames
@@ -10,9 +12,12 @@ from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.beads import add_beads
 from twinsim.imaging.drr import DetectorModel, DRRRenderer
+from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import View
 from twinsim.sim.carm_imaging import acquire, carm_collisions
 from twinsim.sim.world import OperatingRoom, scene_patient_files
+
+SOURCE_FRAME = "carm_source"  # the C-arm's own focal spot: all a C-arm knows of its geometry
 
 
 class SimCArm:
@@ -53,7 +58,12 @@ class SimCArm:
         if self.phantom_world_m is not None:
             beads_ct_mm = frames.transform_points(frames.invert(self.room.T_world_ct), self.phantom_world_m) * 1000.0
             acq = add_beads(acq, beads_ct_mm, self.bead_radius_mm)
-        return acq
+        # Rendered with the room's true geometry, reported as a real C-arm reports it: the datasheet's detector
+        # and source-detector distance in its own source frame. Where the source is, only the tracker can say.
+        g = acq.geometry
+        own = ProjectionGeometry(self.room.config.carm.geometry.sdd_mm, g.width_px, g.height_px, g.pixel_spacing_mm, np.eye(4),
+                                 frame=SOURCE_FRAME)
+        return replace(acq, geometry=own, meta={k: v for k, v in acq.meta.items() if k != "carm_collisions"})
 
     def close(self) -> None:
         self._renderer = None

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from twinsim import frames
 from twinsim.anatomy.landmarks import posterior_surface_mm
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import Arm
@@ -54,22 +55,23 @@ class SimOperator:
             finally:
                 t.T_world_tool_m = previous
 
-    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, max_tilt_deg: float = 15.0) -> Iterator[int]:
-        """Guiding mode, tip in a divot where it is now; the arm as built obeys the divot."""
+    def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, rod_extension_mm: float = 0.0,
+                             max_tilt_deg: float = 15.0) -> Iterator[int]:
+        """Guiding mode, tip (or a rod's tip along the true bore) in a divot where it is now; the arm as built obeys it."""
         name = getattr(arm, "name", "operation")
         if name not in self.room.robots:
             raise HalError(name, "the simulated operator can only hand-guide a robot of the simulated room")
         h = self.room.robots[name]
         link = h.link_index[panda.TOOL_TIP_LINK]
         T0 = self.room.link_pose(name, panda.TOOL_TIP_LINK)
+        T_tip_pivot = frames.make_transform(t=[0.0, 0.0, rod_extension_mm * 1e-3])  # the tip link's z is the true bore
         q = q_start = self.room.joint_positions(name)
         rng = np.random.default_rng(self.seed)
         done = 0
         try:
             for _ in range(n_poses):
                 tilt = Rotation.from_rotvec(np.r_[rng.uniform(-1, 1, 2) * np.deg2rad(max_tilt_deg), rng.uniform(-0.3, 0.3)])
-                target = T0.copy()
-                target[:3, :3] = T0[:3, :3] @ tilt.as_matrix()
+                target = T0 @ T_tip_pivot @ frames.make_transform(tilt.as_matrix()) @ frames.invert(T_tip_pivot)
                 try:
                     q = solve_ik(self.room.client, h.body, h.joint_indices, link, target, q, panda.SOFT_LIMITS_RAD)
                 except IKError:

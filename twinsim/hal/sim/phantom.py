@@ -13,10 +13,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
+from twinsim.hal.sim.carm import SimCArm
 from twinsim.sim import hand_held
 from twinsim.sim.world import OperatingRoom
 from twinsim.tracking.vega_sim import SimulatedVega
 from twinsim.twin.sync import CARM_MARKER, REFERENCE
+from twinsim.workflows.carm_calibration import CArmPhantom
 
 
 def place_phantom(room: OperatingRoom, vega: SimulatedVega, n_beads: int = 20, seed: int = 0, above_iso_mm: float = 90.0,
@@ -52,3 +54,20 @@ def nominal_T_marker_source_mm(room: OperatingRoom, vega: SimulatedVega, seed: i
     rng = np.random.default_rng(seed + 17)
     dR = Rotation.from_rotvec(rng.normal(size=3) / np.sqrt(3) * np.deg2rad(rotation_deg)).as_matrix()
     return true_T_marker_source_mm(room, vega) @ frames.make_transform(dR, rng.normal(size=3) / np.sqrt(3) * translation_mm)
+
+
+NOMINAL_SDD_OFFSET_MM = 8.0  # the datasheet's source-detector distance against this C-arm's (an assumption)
+
+
+def sim_phantom(room: OperatingRoom, vega: SimulatedVega, carm: SimCArm, seed: int = 0) -> CArmPhantom:
+    """The phantom for ``twinsim calibrate carm`` in the simulated room: mounting it puts its beads in the DRRs."""
+    world_m, ref_mm = place_phantom(room, vega, seed=seed)
+
+    def mount() -> None:
+        carm.phantom_world_m = world_m
+
+    def unmount() -> None:
+        carm.phantom_world_m = None
+
+    return CArmPhantom(ref_mm, carm.bead_radius_mm, room.config.carm.geometry.sdd_mm + NOMINAL_SDD_OFFSET_MM,
+                       nominal_T_marker_source_mm(room, vega, seed=seed), mount, unmount)
