@@ -131,12 +131,12 @@ def calibrated_room(example_patient_model):
 @pytest.mark.timeout(600)
 def test_carm_calibration_in_the_room_through_the_hal(calibrated_room):
     from twinsim.hal.sim.phantom import true_T_marker_source_mm
-    from twinsim.sim.hand_held import tool
+    from twinsim.sim.hand_held import measured_pose_m, tool
 
     room, vega, carm, _, phantom, run = calibrated_room
     assert carm.phantom_world_m is None  # taken out of the beam again
     T_true = true_T_marker_source_mm(room, vega)
-    T_world_ref = tool(vega, "patient_reference").T_world_tool_m()
+    T_world_ref = measured_pose_m(tool(vega, "patient_reference"))
     target_ref_mm = frames.transform_points(frames.invert(T_world_ref), room.target_world_m()[None]) * 1000.0
     cal, sd = run.result, run.result.parameter_sd
     assert len(run.views) >= 6 and run.result.n_points >= 0.75 * 20 * len(run.views)
@@ -168,7 +168,7 @@ def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, exam
     from twinsim.imaging.acquisition import Acquisition
     from twinsim.recon.fit import reconstruct
     from twinsim.sim.carm_imaging import carm_projection
-    from twinsim.sim.hand_held import tool
+    from twinsim.sim.hand_held import measured_pose_m, tool
     from twinsim.workflows.tracked_xray import acquire_tracked
 
     room, vega, carm, tracker, _, run = calibrated_room
@@ -181,7 +181,7 @@ def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, exam
     truth = room.patient.vertebra("L1")
     model = load_model("L1")
     clicks = simulate_clicks(true_geoms, true_landmarks_mm(model, truth, iterations=60), 1.0, seed=3)  # a short fit: a test
-    T_ref_ct = frames.invert(frames.scale_translation(tool(vega, "patient_reference").T_world_tool_m(), 1000.0)) \
+    T_ref_ct = frames.invert(frames.scale_translation(measured_pose_m(tool(vega, "patient_reference")), 1000.0)) \
         @ frames.scale_translation(room.T_world_ct, 1000.0)
     mask = example_ct.vertebra_mask("L1", require_complete=False)
     tracked = reconstruct(model, acqs, clicks)

@@ -120,6 +120,32 @@ def cmd_fetch_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracked_xrays(args: argparse.Namespace, views: list) -> int:
+    """``twinsim xray --geometry tracked``: through the rig, each image's geometry from the tracker and the C-arm calibration."""
+    from twinsim.hal.interfaces import CArmView
+    from twinsim.hal.open_rig import open_rig
+    from twinsim.hal.rig import load_rig
+    from twinsim.report import table
+    from twinsim.twin.calibration_set import load_calibration
+    from twinsim.workflows.tracked_xray import acquire_tracked
+
+    rig = load_rig(args.rig)
+    cal_path = Path(args.calibration) if args.calibration else (rig.calibration or Path("out/calibration.json"))
+    cal = load_calibration(cal_path)
+    if cal.carm is None:
+        raise SystemExit(f"twinsim xray: {cal_path} has no C-arm calibration; run `twinsim calibrate carm` first")
+    out = Path(args.out)
+    rows = []
+    with open_rig(rig, progress=None) as dev:
+        for view in views:
+            acq = acquire_tracked(dev.carm, dev.tracker, cal.carm, CArmView(view.name, view.lao_deg, view.cranial_deg))
+            png, _ = acq.save(out, view.name.replace("/", "_"))
+            rows.append([view.name, f"{view.lao_deg:+.1f}", f"{view.cranial_deg:+.1f}", acq.geometry.frame, png.name])
+    print(table(["view", "LAO deg", "cranial deg", "frame", "image"], rows))
+    print(f"wrote {len(views)} images with JSON sidecars in {out} (geometry: C-arm calibration x tracked C-arm marker, in ref)")
+    return 0
+
+
 def cmd_xray(args: argparse.Namespace) -> int:
     import time
 
@@ -136,6 +162,8 @@ def cmd_xray(args: argparse.Namespace) -> int:
         views = [parse_view(v) for v in (args.view or ["AP", "LAT"])]
     except ValueError as exc:
         raise SystemExit(f"twinsim xray: {exc}") from exc
+    if args.geometry == "tracked":
+        return _tracked_xrays(args, views)
     size = (args.size, args.size)
     detector = DetectorModel.realistic() if args.noise == "realistic" else DetectorModel()
     out = Path(args.out)
@@ -250,6 +278,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             ["pointer pivot", f"tip {np.round(cal.pointer_tip_mm, 2).tolist()}", f"{r['pointer_pivot']['rms_mm']:.3f} mm RMS", r["pointer_pivot"]["poses"]],
             ["needle-guide tip pivot (tracker)", f"tip {np.round(cal.needle_tip_mm, 2).tolist()}", f"{r['needle_tip_pivot']['rms_mm']:.3f} mm RMS", r["needle_tip_pivot"]["poses"]],
             ["needle-guide TCP pivot (robot)", f"TCP {np.round(cal.T_flange_tool[:3, 3], 2).tolist()}", f"{r['tcp_pivot']['rms_mm']:.3f} mm RMS", r["tcp_pivot"]["poses"]],
+            ["needle-guide axis (rod pivots)", f"axis {np.round(cal.needle_axis, 4).tolist()} in its marker; "
+             f"{r['needle_axis']['tilt_from_flange_z_deg']:.2f} deg off the flange z", f"{r['axis_rod_pivot']['rms_mm']:.3f} / "
+             f"{r['axis_rod_tcp_pivot']['rms_mm']:.3f} mm RMS; rod {r['needle_axis']['rod_length_measured_mm']:.2f} mm",
+             r["axis_rod_pivot"]["poses"]],
             ["hand-eye AX=XB", "T_flange_marker", f"{r['hand_eye']['rms_mm']:.3f} mm, {r['hand_eye']['rms_deg']:.3f} deg", r["hand_eye"]["poses"]],
             ["robot-world AX=ZB", "T_ref_base", f"{r['robot_world']['rms_mm']:.3f} mm, {r['robot_world']['rms_deg']:.3f} deg", r["robot_world"]["poses"]],
             ["paired points", "T_ref_ct (initial)", f"FRE {r['paired_point']['fre_mm']:.3f} mm (expected {r['paired_point']['expected_fre_mm']:.2f}), "
@@ -462,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--samples", type=int, default=400, help="samples per ray (default 400)")
     x.add_argument("--level", help="vertebra to outline (default: the scene's target)")
     x.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    x.add_argument("--geometry", choices=["truth", "tracked"], default="truth",
+                   help="truth (default): each sidecar holds the DRR's exact geometry in ct (simulation and evaluation only); "
+                        "tracked: through the rig (--rig), the geometry a rig would have: the C-arm calibration composed "
+                        "with the tracked C-arm marker, in ref (needs `twinsim calibrate carm`)")
+    x.add_argument("--rig", help="--geometry tracked: rig file (default: hardware/sim.yaml)")
+    x.add_argument("--calibration", help="--geometry tracked: calibration file (default: the rig's)")
     x.set_defaults(func=cmd_xray)
 
     s = sub.add_parser("ssm", help="vertebral shape models: build from raw meshes, evaluate, show",

@@ -33,7 +33,7 @@ def main(out: Path, seeds: list[int], size_px: int = 256) -> int:
     from twinsim.hal.sim.phantom import nominal_T_marker_source_mm, place_phantom, true_T_marker_source_mm
     from twinsim.hal.sim.tracker import SimTracker
     from twinsim.imaging.projection import ProjectionGeometry
-    from twinsim.sim.hand_held import tool
+    from twinsim.sim.hand_held import measured_pose_m, tool
     from twinsim.sim.markers_in_room import room_tracker
     from twinsim.sim.world import build_operating_room
     from twinsim.workflows.carm_calibration import calibrate_carm_views
@@ -50,7 +50,7 @@ def main(out: Path, seeds: list[int], size_px: int = 256) -> int:
             run = calibrate_carm_views(carm, SimTracker(vega, SimClock()), beads_ref, carm.bead_radius_mm, sdd_true + 8.0, T_nom)
             room.set_carm_angles(room.config.carm.lao_deg, room.config.carm.cranial_deg)
             cal = run.result
-            T_world_ref = tool(vega, "patient_reference").T_world_tool_m()
+            T_world_ref = measured_pose_m(tool(vega, "patient_reference"))
             target = frames.transform_points(frames.invert(T_world_ref), room.target_world_m()[None]) * 1000.0
             target_px = []
             for shot in run.shots:

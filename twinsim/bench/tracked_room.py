@@ -32,13 +32,12 @@ from twinsim.imaging.acquisition import Acquisition
 from twinsim.robot import panda
 from twinsim.robot.nominal import NominalPanda
 from twinsim.sim.carm_imaging import carm_projection
-from twinsim.sim.hand_held import tool
+from twinsim.sim.hand_held import measured_pose_m, tool
 from twinsim.sim.markers_in_room import room_tracker
 from twinsim.sim.scene_config import SceneConfig, load_scene_config
 from twinsim.sim.world import OperatingRoom, build_operating_room, scene_patient_files
 from twinsim.tracking.carm_calibration import CArmCalibrationResult
 from twinsim.tracking.fiducials import patient_registration_target
-from twinsim.tracking.markers import fit_marker
 from twinsim.tracking.vega_sim import SimulatedVega
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.sync import REFERENCE
@@ -74,9 +73,7 @@ class TrackedRoom:
     def T_world_ref_mm(self) -> np.ndarray:
         """The reference marker's frame as an error-free tracker would report it: its definition fitted to its
         spheres as built (a rigid offset from the definition's frame when the spheres are off, fixed to the body)."""
-        t = tool(self.vega, REFERENCE)
-        T_def_fit, _ = fit_marker(t.marker.spheres_mm, t.true_spheres_mm)
-        return frames.scale_translation(t.T_world_tool_m(), 1000.0) @ T_def_fit
+        return frames.scale_translation(measured_pose_m(tool(self.vega, REFERENCE)), 1000.0)
 
     def T_ref_ct_true(self) -> np.ndarray:
         return frames.invert(self.T_world_ref_mm()) @ frames.scale_translation(self.room.T_world_ct, 1000.0)

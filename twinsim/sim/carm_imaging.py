@@ -56,7 +56,8 @@ def acquire(room: OperatingRoom, renderer: DRRRenderer, view: View, size_px: tup
     acq = Acquisition(
         image=image, geometry=geom, window=window,
         view={"name": view.name, "lao_deg": view.lao_deg, "cranial_deg": view.cranial_deg},
-        meta={"source": "twinsim DRR (nanodrr)", "detector": asdict(detector), "seed": seed,
+        meta={"source": "twinsim DRR (nanodrr)", "geometry": "the DRR's own: ground truth (simulation and evaluation only)",
+              "detector": asdict(detector), "seed": seed,
               "carm_collisions": [f"{c.b} ({-c.distance_m * 1000:.1f} mm)" for c in hits]},
     )
     return acq, hits

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
+from twinsim.tracking.markers import fit_marker
 from twinsim.tracking.vega_sim import SimulatedTool, SimulatedVega
 
 
@@ -21,6 +22,16 @@ def tool(vega: SimulatedVega, name: str) -> SimulatedTool:
         if t.marker.name == name:
             return t
     raise KeyError(f"the tracker has no tool {name!r}; tools: {[t.marker.name for t in vega.tools]}")
+
+
+def measured_pose_m(t: SimulatedTool) -> np.ndarray:
+    """Where an error-free tracker puts the tool: its definition fitted to its spheres as built.
+
+    Spheres off their definition (manufacturing tolerance) make this a fixed rigid offset from
+    the definition's frame; it is the frame everything measured through the tool lives in.
+    """
+    T_def_fit, _ = fit_marker(t.marker.spheres_mm, t.true_spheres_mm)
+    return t.T_world_tool_m() @ frames.scale_translation(T_def_fit, 1e-3)
 
 
 def hold(t: SimulatedTool, T_world_tool_m: np.ndarray) -> Callable[[], np.ndarray]:

@@ -63,7 +63,7 @@ class SimCArm:
         g = acq.geometry
         own = ProjectionGeometry(self.room.config.carm.geometry.sdd_mm, g.width_px, g.height_px, g.pixel_spacing_mm, np.eye(4),
                                  frame=SOURCE_FRAME)
-        return replace(acq, geometry=own, meta={k: v for k, v in acq.meta.items() if k != "carm_collisions"})
+        return replace(acq, geometry=own, meta={k: v for k, v in acq.meta.items() if k not in ("carm_collisions", "geometry")})
 
     def close(self) -> None:
         self._renderer = None

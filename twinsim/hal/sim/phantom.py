@@ -36,14 +36,14 @@ def place_phantom(room: OperatingRoom, vega: SimulatedVega, n_beads: int = 20, s
         if len(beads) == n_beads:
             break
     world_m = centre + np.array(beads) * 1e-3
-    T_world_ref = hand_held.tool(vega, REFERENCE).T_world_tool_m()
+    T_world_ref = hand_held.measured_pose_m(hand_held.tool(vega, REFERENCE))  # the beads are surveyed through the marker
     ref_mm = frames.transform_points(frames.invert(T_world_ref), world_m) * 1000.0
     return world_m, ref_mm
 
 
 def true_T_marker_source_mm(room: OperatingRoom, vega: SimulatedVega) -> np.ndarray:
     """Ground truth (the set-up and evaluation only): the C-arm marker to the focal spot, mm."""
-    T_world_marker = hand_held.tool(vega, CARM_MARKER).T_world_tool_m()
+    T_world_marker = hand_held.measured_pose_m(hand_held.tool(vega, CARM_MARKER))
     T_world_source = room.T_world_carm @ room.config.carm.geometry.T_carm_source
     return frames.scale_translation(frames.invert(T_world_marker) @ T_world_source, 1000.0)
 
