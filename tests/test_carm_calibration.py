@@ -72,6 +72,30 @@ def test_noise_free_shots_recover_it_exactly():
     assert cal.sdd_mm == pytest.approx(sdd, abs=1e-4) and cal.residual_px_rms < 1e-6
 
 
+def test_phantom_file_is_read_and_checked(tmp_path):
+    import json
+
+    from twinsim.workflows.carm_calibration import load_phantom
+
+    good = {"format": "twinsim-carm-phantom/1", "beads_ref_mm": np.arange(24.0).reshape(8, 3).tolist(), "bead_radius_mm": 1.0,
+            "nominal_sdd_mm": 1020.0, "nominal_T_marker_source_mm": np.eye(4).tolist()}
+    path = tmp_path / "phantom.json"
+    path.write_text(json.dumps(good))
+    p = load_phantom(path)
+    assert p.beads_ref_mm.shape == (8, 3) and p.nominal_sdd_mm == 1020.0
+    for change, match in (({"beads_ref_mm": [[0, 0, 0]]}, "at least 6"), ({"bead_radius_mm": -1}, "positive"),
+                          ({"format": "x"}, "twinsim-carm-phantom/1"), ({"nominal_T_marker_source_mm": [[1, 2]]}, "nominal_T")):
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(CalibrationError, match=match):
+            load_phantom(path)
+    bad = {k: v for k, v in good.items() if k != "nominal_sdd_mm"}
+    path.write_text(json.dumps(bad))
+    with pytest.raises(CalibrationError, match="missing nominal_sdd_mm"):
+        load_phantom(path)
+    with pytest.raises(CalibrationError, match="not found"):
+        load_phantom(tmp_path / "none.json")
+
+
 def test_bad_input_is_refused_with_a_reason():
     T_true, cad, sdd, pp = _truth()
     shots = _shots(np.random.default_rng(2), T_true, sdd, pp, 0.3)
@@ -178,6 +202,13 @@ def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, exam
         acqs.append(acquire_tracked(carm, tracker, run.result, v))
         true_geoms.append(carm_projection(room, (256, 256), "ct"))
     assert all(a.geometry.frame == "ref" and "T_ref_carm_marker_mm" in a.meta for a in acqs)
+    # An image read out at another size than the C-arm was calibrated at has no known geometry.
+    from dataclasses import replace
+
+    from twinsim.workflows.tracked_xray import TrackedXrayError
+
+    with pytest.raises(TrackedXrayError, match="calibrate it at this read-out"):
+        acquire_tracked(carm, tracker, replace(run.result, width_px=128, height_px=128), views[0])
     truth = room.patient.vertebra("L1")
     model = load_model("L1")
     clicks = simulate_clicks(true_geoms, true_landmarks_mm(model, truth, iterations=60), 1.0, seed=3)  # a short fit: a test

@@ -143,6 +143,10 @@ def test_calibrate_command_refuses_a_bad_rig(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown key 'sede'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "c.json").exists()
+    # The C-arm step alone adds to a calibration file: without one it says so before opening any device.
+    r = subprocess.run([sys.executable, "-m", "twinsim.cli", "calibrate", "carm", "-o", str(tmp_path / "c.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run `twinsim calibrate` first" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.timeout(300)

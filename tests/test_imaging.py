@@ -200,3 +200,16 @@ def test_cli_xray_writes_images_sidecars_and_contact_sheet(tmp_path, example_pat
     bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--view", "sideways", "-o", str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown view" in bad.stderr and "Traceback" not in bad.stderr
+    assert acq.meta["geometry"].startswith("the DRR's own") and acq.geometry.frame == "ct"  # labelled as what it is
+    # Tracked geometry needs a C-arm calibration: a calibration file without one is refused before any device opens.
+    import json
+
+    from twinsim.hal.rig import HARDWARE_DIR
+
+    cal = json.loads((HARDWARE_DIR / "sim" / "calibration.json").read_text())
+    cal.pop("carm", None)
+    (tmp_path / "no_carm.json").write_text(json.dumps(cal))
+    bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--geometry", "tracked", "--calibration",
+                          str(tmp_path / "no_carm.json"), "-o", str(tmp_path / "t")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "twinsim calibrate carm" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "t").exists()

@@ -123,6 +123,26 @@ def test_calibration_file_round_trip_and_errors(own_room, tmp_path):
     for k in ("T_flange_marker", "T_ref_base", "T_flange_tool", "T_ref_ct"):
         np.testing.assert_allclose(getattr(back, k), getattr(cal, k), atol=1e-8)
     assert back.residuals["hand_eye"]["poses"] >= 6
+    np.testing.assert_allclose(back.needle_axis, cal.needle_axis, atol=1e-8)
+    assert back.carm is None  # the C-arm is calibrated by its own step
+    # With a C-arm calibration: it travels with the file and gives the same projection back.
+    from twinsim.tracking.carm_calibration import CArmCalibrationResult
+
+    cal.carm = CArmCalibrationResult(1021.5, (1.5, -2.0), frames.make_transform(t=[200.0, -10.0, -700.0]), 256, 256,
+                                     (1.17, 1.17), 0.4, [0.3, 0.5], 40, {"sdd_mm": 3.0})
+    back = load_calibration(save_calibration(cal, tmp_path / "with_carm.json"))
+    T_rm = frames.make_transform(frames.rotation_about_axis([0, 1, 0], 0.3), [10.0, 20.0, 900.0])
+    np.testing.assert_allclose(back.carm.geometry(T_rm).P, cal.carm.geometry(T_rm).P, rtol=1e-9)
+    d = json.loads((tmp_path / "with_carm.json").read_text())
+    del d["carm"]["sdd_mm"]
+    (tmp_path / "carm_bad.json").write_text(json.dumps(d))
+    with pytest.raises(CalibrationFileError, match="carm: missing sdd_mm"):
+        load_calibration(tmp_path / "carm_bad.json")
+    d = json.loads(path.read_text())
+    d["needle_axis"] = [0.0, 0.0, 2.0]
+    (tmp_path / "axis_bad.json").write_text(json.dumps(d))
+    with pytest.raises(CalibrationFileError, match="needle_axis must be a unit vector"):
+        load_calibration(tmp_path / "axis_bad.json")
     with pytest.raises(CalibrationFileError, match="not found"):
         load_calibration(tmp_path / "missing.json")
     d = json.loads(path.read_text())
