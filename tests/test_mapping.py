@@ -15,6 +15,7 @@ from twinsim.sim.markers_in_room import room_tracker
 from twinsim.sim.robot_driver import SimulatedArm
 from twinsim.sim.scene_config import KinematicErrorConfig, SceneConfigError, load_scene_config
 from twinsim.sim.world import build_operating_room
+from twinsim.tracking.vega_sim import VEGA_RMS_MM
 from twinsim.twin.calibration_set import CalibrationFileError, load_calibration, save_calibration
 from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import TrackingLost
@@ -84,13 +85,15 @@ def test_unreachable_pose_is_a_clear_error(own_room):
 @pytest.fixture(scope="module")
 def mapping(example_patient_model):
     # The X-ray chain is tested with the C-arm calibration (test_carm_calibration); here the tracker and robot side.
-    return run_mapping_bench(n_points=3, progress=False, patient=example_patient_model, xray_views=None)
+    return run_mapping_bench(n_points=10, progress=False, patient=example_patient_model, xray_views=None)
 
 
 def test_mapping_bench_meets_the_targets_with_margin(mapping, tmp_path):
     r = mapping
-    assert len(r["points"]) == 3 and r["failed_points"] == 0
+    assert len(r["points"]) == 10 and r["failed_points"] == 0
     assert r["error_budget"]["terms_on"]  # the default scene carries its error budget
+    # With the budget on, the twin's estimate of the real tip is no better than the tracker's specification allows.
+    assert r["real_to_virtual_mm"]["mean"] >= VEGA_RMS_MM
     # Generous floors; the figures themselves come from `twinsim bench mapping`.
     assert r["real_to_virtual_mm"]["mean"] < 0.5
     assert r["virtual_to_real_closed_mm"]["mean"] < 1.0 and r["virtual_to_real_closed_axis_deg"]["mean"] < 1.0

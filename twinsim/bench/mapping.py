@@ -1,12 +1,16 @@
-"""``twinsim bench mapping``: seed 004's Tables 2 and 3 in the simulated room.
+"""``twinsim bench mapping``: seed 004's Tables 2 and 3 in the simulated room, the needle axis, and the TRE at the vertebra.
 
-Ten needle-guide tip targets are set in the twin (above the patient's back, aimed at the
-target vertebra). Virtual-to-real: each is sent through the calibration chain to the
-operation robot, open loop (one move) and closed loop (tracker feedback), and the real tip
-is compared with the target. Real-to-virtual: at each reached pose the twin's estimate of
-the tip (tracker + calibration; and, for comparison, joint readings + nominal kinematics)
-is compared with the real tip. Errors are in the patient reference frame, mm. Ground truth
-is read here, in evaluation code only.
+The room runs behind the HAL (timed arm, tracker on a shared clock, C-arm, simulated people)
+with the scene's error budget, or only the terms asked for; everything is calibrated through
+the workflows first. Ten needle-guide poses are set in the twin (above the patient's back,
+aimed at the target vertebra). Virtual-to-real: each is sent through the calibration chain to
+the operation robot, open loop (one move) and closed loop (tracker feedback on tip and axis),
+and the real guide is compared with the target. Real-to-virtual: at each reached pose the
+twin's estimate of the tip and axis (tracker + calibration; and, for comparison, joint
+readings + nominal kinematics) is compared with the real guide, also from single frames while
+the arm moves. Then two tracked X-rays and the reconstruction give the target registration
+error at the vertebra through the whole chain, without the CT. Errors are in the patient
+reference frame, mm. Ground truth is read here, in evaluation code only.
 """
 
 from __future__ import annotations

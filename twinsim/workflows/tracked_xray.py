@@ -10,8 +10,6 @@ calibration file, nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from twinsim.hal import CArm, CArmView, Operator, Tracker
@@ -51,11 +49,3 @@ def acquire_tracked(carm: CArm, tracker: Tracker, calibration: CArmCalibrationRe
             "T_ref_carm_marker_mm": np.round(T_ref_marker_mm, 9).tolist()}
     return Acquisition(acq.image, calibration.geometry(T_ref_marker_mm, FRAME), acq.window,
                        view={"name": view.name, "lao_deg": view.lao_deg, "cranial_deg": view.cranial_deg}, meta=meta)
-
-
-def acquire_pair(carm: CArm, tracker: Tracker, calibration: CArmCalibrationResult, views: Sequence[CArmView],
-                 frames_per_shot: int = 10, operator: Operator | None = None) -> list[Acquisition]:
-    """The reconstruction's two X-rays, each with its tracked geometry."""
-    if len(views) != 2:
-        raise ValueError(f"the reconstruction takes two views, got {len(views)}")
-    return [acquire_tracked(carm, tracker, calibration, v, frames_per_shot, operator) for v in views]
