@@ -184,13 +184,12 @@ def test_carm_calibration_in_the_room_through_the_hal(calibrated_room):
 @pytest.mark.timeout(600)
 def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, example_ct):
     """Two X-rays whose geometry comes from the tracker and the C-arm calibration, in ``ref``: the fit lands
-    the vertebra where it truly is, within the floor and close to the same fit given the true geometry."""
+    the vertebra where it truly is (scored in ct through the room's true ``T_ref_ct``), within the floor."""
     from twinsim.anatomy.ssm import load_model
     from twinsim.evaluation.recon_metrics import evaluate
     from twinsim.evaluation.simulated_clicks import simulate_clicks, true_landmarks_mm
     from twinsim.hal import CArmView
-    from twinsim.imaging.acquisition import Acquisition
-    from twinsim.recon.fit import reconstruct
+    from twinsim.recon.fit import FitSettings, reconstruct
     from twinsim.sim.carm_imaging import carm_projection
     from twinsim.sim.hand_held import measured_pose_m, tool
     from twinsim.workflows.tracked_xray import acquire_tracked
@@ -211,13 +210,12 @@ def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, exam
         acquire_tracked(carm, tracker, replace(run.result, width_px=128, height_px=128), views[0])
     truth = room.patient.vertebra("L1")
     model = load_model("L1")
-    clicks = simulate_clicks(true_geoms, true_landmarks_mm(model, truth, iterations=60), 1.0, seed=3)  # a short fit: a test
+    clicks = simulate_clicks(true_geoms, true_landmarks_mm(model, truth, iterations=20), 1.0, seed=3)  # a short fit: a test
     T_ref_ct = frames.invert(frames.scale_translation(measured_pose_m(tool(vega, "patient_reference")), 1000.0)) \
         @ frames.scale_translation(room.T_world_ct, 1000.0)
     mask = example_ct.vertebra_mask("L1", require_complete=False)
-    tracked = reconstruct(model, acqs, clicks)
-    dice_tracked = evaluate(tracked.mesh().transformed(frames.invert(T_ref_ct), "ct"), truth, mask, example_ct.affine_mm)["dice"]
-    same_images = [Acquisition(a.image, g, a.window, a.view) for a, g in zip(acqs, true_geoms, strict=True)]
-    dice_true = evaluate(reconstruct(model, same_images, clicks).mesh(), truth, mask, example_ct.affine_mm)["dice"]
-    assert dice_tracked > 0.75, (dice_tracked, dice_true)
-    assert dice_tracked > dice_true - 0.05, (dice_tracked, dice_true)
+    fit = FitSettings(restarts=0)
+    tracked = reconstruct(model, acqs, clicks, fit)
+    dice = evaluate(tracked.mesh().transformed(frames.invert(T_ref_ct), "ct"), truth, mask, example_ct.affine_mm)["dice"]
+    assert dice > 0.75, dice  # a generous floor; `twinsim bench recon --geometry tracked` compares with the true geometry
+    assert tracked.frame == "ref"

@@ -1,5 +1,6 @@
 """The imperfect robot, the calibration chain in the room, twin synchronisation and the mapping bench."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -60,6 +61,7 @@ def test_the_real_arm_departs_from_its_nominal_model_like_an_uncalibrated_panda(
 def test_an_arm_without_kinematic_errors_is_its_nominal_model(example_patient_model):
     cfg = load_scene_config()
     cfg.robots["operation"].kinematic_errors = KinematicErrorConfig()
+    cfg = dataclasses.replace(cfg, error_budget=cfg.error_budget.only(()))  # the guide mounted as drawn, too
     with build_operating_room(cfg, patient=example_patient_model) as room, NominalPanda(cfg.needle_guide) as model:
         assert _abs_errors_mm(room, SimulatedArm(room), model, n=4).max() < 1e-3
 
@@ -85,12 +87,12 @@ def test_unreachable_pose_is_a_clear_error(own_room):
 @pytest.fixture(scope="module")
 def mapping(example_patient_model):
     # The X-ray chain is tested with the C-arm calibration (test_carm_calibration); here the tracker and robot side.
-    return run_mapping_bench(n_points=10, progress=False, patient=example_patient_model, xray_views=None)
+    return run_mapping_bench(n_points=5, progress=False, patient=example_patient_model, xray_views=None)
 
 
 def test_mapping_bench_meets_the_targets_with_margin(mapping, tmp_path):
     r = mapping
-    assert len(r["points"]) == 10 and r["failed_points"] == 0
+    assert len(r["points"]) == 5 and r["failed_points"] == 0
     assert r["error_budget"]["terms_on"]  # the default scene carries its error budget
     # With the budget on, the twin's estimate of the real tip is no better than the tracker's specification allows.
     assert r["real_to_virtual_mm"]["mean"] >= VEGA_RMS_MM
