@@ -249,9 +249,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, speed_factor=args.speed_factor)
     previous = load_calibration(out) if args.step == "carm" else None  # the C-arm step adds to an existing file
     with open_rig(rig, progress=None) as dev:
-        if args.step == "carm" or args.step == "all":
-            if dev.carm_phantom is None:
-                raise CalibrationError(f"rig {rig.name!r} names no C-arm bead phantom (carm.phantom in the rig file)")
+        if args.step in ("carm", "all") and dev.carm_phantom is None:
+            raise CalibrationError(f"rig {rig.name!r} names no C-arm bead phantom (carm.phantom in the rig file)")
         cal = previous or run_calibration(dev.arm, dev.tracker, dev.model, dev.operator, dev.registration, settings, progress=None)
         carm_run = (calibrate_carm_with_phantom(dev.carm, dev.tracker, dev.carm_phantom, operator=dev.operator)
                     if args.step in ("carm", "all") else None)

@@ -28,7 +28,7 @@ from twinsim import frames
 from twinsim.anatomy.patient import Patient
 from twinsim.anatomy.ssm import load_model
 from twinsim.bench.tracked_room import TrackedRoom, open_tracked_room
-from twinsim.evaluation.recon_metrics import evaluate
+from twinsim.evaluation.recon_metrics import score_in_ct
 from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
 from twinsim.hal.errors import HalError, ToolMissing
 from twinsim.hal.interfaces import CArmView
@@ -81,7 +81,6 @@ def target_poses_ref(cal: CalibrationSet, target_ct_mm: np.ndarray, skin_scene: 
 
 
 DEFAULT_XRAY_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
-TRE_LANDMARKS = ("body_centroid", "left_pedicle_centre", "right_pedicle_centre")
 
 
 def _xray_chain(tr: TrackedRoom, level: str, views: tuple[CArmView, CArmView], seed: int) -> dict[str, Any]:
@@ -100,14 +99,11 @@ def _xray_chain(tr: TrackedRoom, level: str, views: tuple[CArmView, CArmView], s
     t0 = time.perf_counter()
     r = reconstruct(model, acqs, clicks, FitSettings(click_sigma_mm=DEFAULT_CLICK_SIGMA_MM))
     recon_s = time.perf_counter() - t0
-    T_ref_ct = tr.T_ref_ct_true()
-    estimated = model.annotation_points(r.vertices_mm)
-    tre = {n: float(np.linalg.norm(estimated[n] - frames.transform_points(T_ref_ct, landmarks_ct[n]))) for n in TRE_LANDMARKS}
     ct = tr.ct_volume()
-    mesh_ct = r.mesh().transformed(frames.invert(T_ref_ct), "ct")
-    dice = evaluate(mesh_ct, truth_mesh, ct.vertebra_mask(level, require_complete=False), ct.affine_mm)["dice"]
-    return {"views": [v.name for v in views], "tre_mm": tre, "tre_mean_mm": float(np.mean(list(tre.values()))),
-            "dice": dice, "reconstruction_s": recon_s, "initialization": r.initial.method}
+    score = score_in_ct(model.annotation_points, r.vertices_mm, r.faces, frames.invert(tr.T_ref_ct_true()), truth_mesh,
+                        ct.vertebra_mask(level, require_complete=False), ct.affine_mm, landmarks_ct)
+    return {"views": [v.name for v in views], "tre_mm": score["tre_mm"], "tre_mean_mm": score["tre_mean_mm"],
+            "dice": score["dice"], "reconstruction_s": recon_s, "initialization": r.initial.method}
 
 
 def _move_sampled(tr: TrackedRoom, twin: TwinSync, T: np.ndarray) -> list[float]:

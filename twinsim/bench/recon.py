@@ -58,7 +58,7 @@ def acquire(renderer: DRRRenderer, geom: ProjectionGeometry, view: View, seed: i
                        meta={"source": "twinsim DRR (nanodrr)", "seed": seed})
 
 
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_cases(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if r.get("dice") is not None and r["dice"] >= FAILURE_DICE]
     out: dict[str, Any] = {"cases": len(rows), "failures": len(rows) - len(ok)}
     for k in ("dice", "nsd_1mm", "nsd_2mm", "hd95_mm", "msd_mm"):
@@ -125,7 +125,7 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
                 if init_mesh is not None:
                     rows["init_only"].append({**case, **evaluate(init_mesh, truth, mask, ct.affine_mm), "seconds": init_s})
                 bar.update(1)
-            per_level[set_name] = {m: {"summary": _summary(rows[m]), "cases": rows[m]} for m in METHODS}
+            per_level[set_name] = {m: {"summary": summarize_cases(rows[m]), "cases": rows[m]} for m in METHODS}
         bar.close()
         results["levels"][level] = per_level
         if on_level is not None:

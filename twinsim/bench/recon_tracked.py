@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.ssm import load_model
-from twinsim.bench.recon import _summary
+from twinsim.bench.recon import summarize_cases
 from twinsim.bench.tracked_room import open_tracked_room
-from twinsim.evaluation.recon_metrics import evaluate
+from twinsim.evaluation.recon_metrics import score_in_ct
 from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import CArmView
@@ -36,7 +36,6 @@ from twinsim.report import num, table, write_json
 
 NAMED_PAIRS = ((CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0)),)
 TRACKED_LAO_RANGE_DEG = (-75.0, 0.0)  # where the default room's tracker sees the C-arm's marker
-TRE_LANDMARKS = ("body_centroid", "left_pedicle_centre", "right_pedicle_centre")
 
 
 def _carm_view(v: View) -> CArmView:
@@ -77,11 +76,8 @@ def run_tracked_recon_bench(scene: str | None = None, level: str | None = None, 
                 except ValueError as exc:
                     rows[name].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
                     continue
-                mesh_ct = r.mesh().transformed(to_ct, "ct")
-                est = model.annotation_points(frames.transform_points(to_ct, r.vertices_mm))
-                tre = {n: float(np.linalg.norm(est[n] - landmarks_ct[n])) for n in TRE_LANDMARKS}
-                rows[name].append({**case, **evaluate(mesh_ct, truth, mask, ct.affine_mm), "tre_mm": tre,
-                                   "tre_mean_mm": float(np.mean(list(tre.values()))), "seconds": time.perf_counter() - t0})
+                rows[name].append({**case, **score_in_ct(model.annotation_points, r.vertices_mm, r.faces, to_ct, truth, mask,
+                                                         ct.affine_mm, landmarks_ct), "seconds": time.perf_counter() - t0})
         tr.room.set_carm_angles(tr.room.config.carm.lao_deg, tr.room.config.carm.cranial_deg)
         carm = tr.calibration.carm.to_dict()
         budget = sorted(tr.room.config.error_budget.terms)
@@ -89,7 +85,7 @@ def run_tracked_recon_bench(scene: str | None = None, level: str | None = None, 
         tr.close()
 
     def summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        s = _summary(rs)
+        s = summarize_cases(rs)
         ok = [r for r in rs if r.get("tre_mean_mm") is not None]
         s["tre_mean_mm"] = float(np.mean([r["tre_mean_mm"] for r in ok])) if ok else None
         return s

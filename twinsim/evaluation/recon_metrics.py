@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import open3d as o3d
 
@@ -60,3 +63,18 @@ def surface_metrics(reconstruction: SurfaceMesh, truth: SurfaceMesh, seed: int =
 def evaluate(reconstruction: SurfaceMesh, truth: SurfaceMesh, mask: np.ndarray, affine_mm: np.ndarray) -> dict[str, float]:
     """All metrics: ``dice``, ``nsd_1mm``, ``nsd_2mm``, ``hd95_mm``, ``msd_mm``; meshes in the mask's mm frame."""
     return {"dice": dice_on_grid(reconstruction, mask, affine_mm), **surface_metrics(reconstruction, truth)}
+
+
+TRE_LANDMARKS = ("body_centroid", "left_pedicle_centre", "right_pedicle_centre")
+
+
+def score_in_ct(model_annotations: Callable[[np.ndarray], dict[str, np.ndarray]], vertices_frame_mm: np.ndarray,
+                faces: np.ndarray, T_ct_frame_mm: np.ndarray, truth: SurfaceMesh, mask: np.ndarray, affine_mm: np.ndarray,
+                landmarks_ct_mm: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A reconstruction in any frame, scored in ``ct``: the metrics of :func:`evaluate`, and the target registration
+    error of its body centre and pedicle centres against the same landmarks on the true vertebra."""
+    verts_ct = frames.transform_points(T_ct_frame_mm, vertices_frame_mm)
+    est = model_annotations(verts_ct)
+    tre = {n: float(np.linalg.norm(est[n] - landmarks_ct_mm[n])) for n in TRE_LANDMARKS}
+    return {**evaluate(SurfaceMesh(verts_ct, faces, frame="ct"), truth, mask, affine_mm), "tre_mm": tre,
+            "tre_mean_mm": float(np.mean(list(tre.values())))}
