@@ -29,14 +29,17 @@ from twinsim.planning.settings import PlanSettings
 class TrueVertebra:
     """The true surface with the model's landmarks on it, and the planner's ceiling plan there."""
 
-    def __init__(self, truth: SurfaceMesh, model: ShapeModel, settings: PlanSettings) -> None:
+    def __init__(self, truth: SurfaceMesh, model: ShapeModel, settings: PlanSettings,
+                 landmarks: dict[str, np.ndarray] | None = None) -> None:
+        """``landmarks``: the model's points on this surface when already known (no model floor is then computed)."""
         self.mesh = truth
         self.settings = settings
-        self.model_fit = fit_to_surface(model, truth, iterations=300)
-        self.landmarks = model.annotation_points(self.model_fit.vertices_mm)
+        self.model_fit = None if landmarks is not None else fit_to_surface(model, truth, iterations=300)
+        self.landmarks = landmarks if landmarks is not None else model.annotation_points(self.model_fit.vertices_mm)
         self.ceiling = plan_vertebra(truth.vertices_mm, truth.faces, self.landmarks, settings, frame=truth.frame)
         # The planner on the model fitted to the true surface: what a perfect reconstruction with this model gives.
-        self.model_floor = plan_vertebra(self.model_fit.vertices_mm, model.faces, self.landmarks, settings, frame=truth.frame)
+        self.model_floor = None if self.model_fit is None else plan_vertebra(self.model_fit.vertices_mm, model.faces, self.landmarks,
+                                                                             settings, frame=truth.frame)
 
     def score(self, paths: dict[str, tuple[np.ndarray, np.ndarray]], accepted: dict[str, bool] | None = None) -> dict[str, Any]:
         """Each path in the true bone. ``accepted``: the producing method's own verdict per side (None: it has none)."""

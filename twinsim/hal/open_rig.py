@@ -11,6 +11,7 @@ from typing import Any
 
 from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
 from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
+from twinsim.motion.room_model import RoomModel
 from twinsim.robot.nominal import NominalPanda
 from twinsim.tracking.fiducials import RegistrationTarget, patient_registration_target
 from twinsim.workflows.carm_calibration import CArmPhantom, load_phantom
@@ -25,8 +26,11 @@ class RigDevices:
     operator: Operator
     model: NominalPanda  # the twin's nominal kinematics of the operation robot
     registration: RegistrationTarget  # from the patient's planning data
+    room_model: RoomModel  # the room's datasheet parts (shapes, sizes) for the twin's collision world
+    navigation: Arm | None = None  # the robot holding the tracker camera (its joint readings place it in the twin)
     carm_phantom: CArmPhantom | None = None  # for `twinsim calibrate carm`
     room: Any = None  # the simulated room (sim rigs only; evaluation code may read it)
+    target_level: str = ""  # the level the patient's planning data names
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -44,9 +48,22 @@ class RigDevices:
         self.close()
 
 
+def room_model(cfg: Any) -> RoomModel:
+    """The twin's datasheet model of a scene's room: what things look like, never where they truly stand."""
+    from twinsim.sim.carm_body import carm_boxes
+
+    return RoomModel(needle_guide=cfg.needle_guide, tracker_camera=cfg.tracker_camera,
+                     carm_boxes_m=[(size, T) for size, T, _ in carm_boxes(cfg.carm)], T_carm_source_m=cfg.carm.geometry.T_carm_source,
+                     table_top_height_m=cfg.table.top_height_m, table_width_m=float(cfg.table.top_size_m[1]),
+                     table_length_m=float(cfg.table.top_size_m[0]),
+                     cart_size_m={name: rc.cart_size_m for name, rc in cfg.robots.items()},
+                     base_height_m={name: float(rc.base_xyz_m[2]) for name, rc in cfg.robots.items()})
+
+
 def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
     from twinsim.hal.sim.arm import SimArm
     from twinsim.hal.sim.carm import SimCArm
+    from twinsim.hal.sim.clinician import true_landmarks_of
     from twinsim.hal.sim.clock import SimClock
     from twinsim.hal.sim.operator import SimOperator
     from twinsim.hal.sim.phantom import sim_phantom
@@ -63,12 +80,15 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
         operator = SimOperator(room, vega, target.landmarks_ct_mm, seed=rig.seed)
         model = NominalPanda(room.config.needle_guide)
         carm = SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed)
-        dev = RigDevices(rig, arm, SimTracker(vega, clock), carm, operator, model, target,
-                         sim_phantom(room, vega, carm, seed=rig.seed), room)
+        operator.true_geometry_of = carm.true_geometry
+        operator.landmarks_of_level = true_landmarks_of(room.patient)
+        navigation = SimArm(room, clock, name="navigation", obstacles=())
+        dev = RigDevices(rig, arm, SimTracker(vega, clock), carm, operator, model, target, room_model(room.config),
+                         navigation, sim_phantom(room, vega, carm, seed=rig.seed), room, room.config.patient.target_level)
     except Exception:
         room.close()
         raise
-    dev._closers += [room.close, arm.close, model.close]
+    dev._closers += [room.close, arm.close, navigation.close, model.close]
     return dev
 
 
@@ -102,8 +122,13 @@ def open_lab(rig: LabRig) -> RigDevices:
             phantom = load_phantom(rig.carm.phantom)
             phantom.mount = lambda: operator.confirm("Clamp the C-arm bead phantom to the patient reference.")
             phantom.unmount = lambda: operator.confirm("Take the bead phantom off the patient reference.")
+        navigation = None
+        if "navigation" in rig.robots:
+            nav = rig.robots["navigation"]
+            navigation = FrankyArm(nav.hostname, "navigation", nav.realtime)
+            closers.append(navigation.close)
         dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level),
-                         phantom)
+                         room_model(cfg), navigation, phantom, target_level=cfg.patient.target_level)
     except Exception:
         for f in reversed(closers):
             f()

@@ -50,9 +50,13 @@ def cylinder_chord_mm(geom: ProjectionGeometry, entry_mm: np.ndarray, target_mm:
 
 def with_cannulas(acq: Acquisition, plan: VertebraPlan) -> np.ndarray:
     """The X-ray (display scale, bright = attenuating) with both cannulas added as steel."""
+    return with_steel(acq, [(p.entry_mm, p.target_mm) for p in plan.paths.values()], 0.5 * plan.settings.cannula_diameter_mm)
+
+
+def with_steel(acq: Acquisition, segments: Sequence[tuple[np.ndarray, np.ndarray]], radius_mm: float) -> np.ndarray:
+    """The X-ray (display scale) with steel cylinders from each ``(start, end)``, in the geometry's frame."""
     img = np.clip(acq.image.astype(np.float64), 0, 1)
-    r = 0.5 * plan.settings.cannula_diameter_mm
-    chord = sum(cylinder_chord_mm(acq.geometry, p.entry_mm, p.target_mm, r) for p in plan.paths.values())
+    chord = sum(cylinder_chord_mm(acq.geometry, a, b, radius_mm) for a, b in segments)
     return 1.0 - (1.0 - img) * np.exp(-STEEL_MU_PER_MM * chord)
 
 

@@ -45,7 +45,11 @@ def _jacobian(client: int, body: int, link: int, q_rad: np.ndarray) -> np.ndarra
     local = R_com.T @ (np.asarray(s[4]) - np.asarray(s[0]))
     zeros = [0.0] * len(q_rad)
     jt, jr = pb.calculateJacobian(body, link, local.tolist(), q_rad.tolist(), zeros, zeros, physicsClientId=client)
-    return np.vstack([np.asarray(jt), np.asarray(jr)])
+    # For a fixed base PyBullet gives the Jacobian in the base's frame; the pose error is in the world's.
+    _, q_com = pb.getBasePositionAndOrientation(body, physicsClientId=client)
+    q_local = pb.getDynamicsInfo(body, -1, physicsClientId=client)[4]
+    R_base = frames.quat_xyzw_to_matrix(q_com) @ frames.quat_xyzw_to_matrix(q_local).T
+    return np.vstack([R_base @ np.asarray(jt), R_base @ np.asarray(jr)])
 
 
 def pose_error(T_target: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from twinsim import frames
-from twinsim.sim.bodies import compound_box_body
+from twinsim.robot.bodies import compound_box_body
 from twinsim.sim.scene_config import CArmConfig
 
 ARC_RGBA = (0.85, 0.85, 0.88, 1.0)

@@ -19,8 +19,8 @@ from twinsim.anatomy.example import example_patient
 from twinsim.anatomy.patient import Patient, build_patient
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.robot import panda
+from twinsim.robot.bodies import box_body, mesh_body
 from twinsim.robot.kinematics import arm_indices
-from twinsim.sim.bodies import box_body, mesh_body
 from twinsim.sim.carm_body import create_carm_body
 from twinsim.sim.scene_config import RobotConfig, SceneConfig, SceneConfigError, load_scene_config
 

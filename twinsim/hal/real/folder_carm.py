@@ -103,5 +103,11 @@ class FolderCArm:
             time.sleep(0.05)
         raise ConnectionLost(self.name, f"no image arrived in {self.folder} within {self.timeout_s:g} s")
 
+    def park(self) -> None:
+        if self.operator is None or not hasattr(self.operator, "confirm"):
+            raise HalError(self.name, "the C-arm must be rolled away from the table, and there is nobody to ask")
+        self.operator.confirm("Roll the C-arm away from the table, clear of the robot's workspace.")
+        self.view = None
+
     def close(self) -> None:
         pass

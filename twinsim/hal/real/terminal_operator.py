@@ -5,9 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
 
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import Arm
+from twinsim.imaging.acquisition import Acquisition
 
 SAMPLE_PERIOD_S = 0.25  # between poses while someone pivots: the tracker is read at each
 
@@ -50,3 +54,21 @@ class TerminalOperator:
         for i in range(n_points):
             self.confirm(f"Touch exposed bone of the target level, point {i + 1} of {n_points}, and hold still.")
             yield i
+
+    def trace_surface(self, surface: str, n_points: int) -> Iterator[int]:
+        where = {"skin": "the patient's back, spread over the region around the target level and out to the flanks"}
+        if surface not in where:
+            raise HalError("operator", f"unknown surface {surface!r}; known: {sorted(where)}")
+        for i in range(n_points):
+            self.confirm(f"Touch {where[surface]} with the pointer, point {i + 1} of {n_points}, and hold still.")
+            yield i
+
+    def mark_landmarks(self, acquisitions: Sequence[Acquisition], level: str, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        from twinsim.recon.initialization import load_clicks
+
+        if not sys.stdin or not sys.stdin.isatty():
+            raise HalError("operator", "landmarks must be marked on the X-rays, but there is no terminal to ask: pass a "
+                                       "twinsim-clicks/1 file (--clicks)")
+        path = input(f"[operator] Mark {', '.join(names)} of {level} in each of the {len(acquisitions)} X-rays and give the "
+                     "twinsim-clicks/1 file: ").strip()
+        return load_clicks(Path(path), n_views=len(acquisitions)).views

@@ -27,15 +27,22 @@ class SimCArm:
         self.detector = detector or DetectorModel.realistic()
         self.seed = seed
         self.view: CArmView | None = None
+        self.parked = False
         self._renderer: DRRRenderer | None = None
         self._shots = 0
         self.phantom_world_m: np.ndarray | None = None  # steel beads in the beam (a calibration phantom), world metres
         self.bead_radius_mm = 1.0
+        self._truth: dict[int, tuple[np.ndarray, ProjectionGeometry]] = {}  # id(image) -> (image, true geometry in ct)
+
+    def park(self) -> None:
+        self.room.park_carm(True)
+        self.parked = True
 
     def move_to(self, view: CArmView) -> None:
         previous = (self.view.lao_deg, self.view.cranial_deg) if self.view else (self.room.config.carm.lao_deg,
                                                                                    self.room.config.carm.cranial_deg)
-        self.room.set_carm_angles(view.lao_deg, view.cranial_deg)
+        self.room.set_carm_angles(view.lao_deg, view.cranial_deg)  # also rolls it back from where it was parked
+        self.parked = False
         hits = carm_collisions(self.room)
         if hits:
             self.room.set_carm_angles(*previous)
@@ -44,6 +51,8 @@ class SimCArm:
         self.view = view
 
     def acquire(self) -> Acquisition:
+        if self.parked:
+            raise MotionAborted(self.name, "the C-arm is parked away from the table: turn it to a view first")
         if self.view is None:
             self.move_to(CArmView("current", self.room.config.carm.lao_deg, self.room.config.carm.cranial_deg))
         if self._renderer is None:
@@ -61,9 +70,17 @@ class SimCArm:
         # Rendered with the room's true geometry, reported as a real C-arm reports it: the datasheet's detector
         # and source-detector distance in its own source frame. Where the source is, only the tracker can say.
         g = acq.geometry
+        self._truth[id(acq.image)] = (acq.image, g)
         own = ProjectionGeometry(self.room.config.carm.geometry.sdd_mm, g.width_px, g.height_px, g.pixel_spacing_mm, np.eye(4),
                                  frame=SOURCE_FRAME)
         return replace(acq, geometry=own, meta={k: v for k, v in acq.meta.items() if k not in ("carm_collisions", "geometry")})
 
+    def true_geometry(self, acq: Acquisition) -> ProjectionGeometry:
+        """The geometry an image of this C-arm was truly rendered with, in ``ct`` (the simulated clinician's eyes)."""
+        if id(acq.image) not in self._truth:
+            raise MotionAborted(self.name, "this image was not taken by this simulated C-arm")
+        return self._truth[id(acq.image)][1]
+
     def close(self) -> None:
         self._renderer = None
+        self._truth.clear()

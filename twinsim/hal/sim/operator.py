@@ -6,15 +6,18 @@ the workflow that asked only sees the tracker frames and joint readings taken at
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.anatomy.landmarks import posterior_surface_mm
+from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import Arm
+from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.robot import panda
 from twinsim.robot.kinematics import IKError, solve_ik
 from twinsim.sim import hand_held
@@ -33,6 +36,12 @@ class SimOperator:
         self.seed = seed
         self.fiducial_fle_mm, self.surface_touch_mm, self.verbose = fiducial_fle_mm, surface_touch_mm, verbose
         self.true_tip_mm = np.asarray(room.config.markers["pointer"].get("tip_mm", [0.0, -160.0, -20.0]), dtype=float)
+        # The simulated clinician reading X-rays: each image's true geometry (kept by the C-arm), where the
+        # landmarks truly are for a level, and how far a click lands from them (at the vertebra).
+        self.true_geometry_of: Callable[[Acquisition], ProjectionGeometry] | None = None
+        self.landmarks_of_level: Callable[[str], dict[str, np.ndarray]] | None = None
+        self.click_sigma_mm = 1.0
+        self.skin_region_m = (0.18, 0.22)  # half-extents of the traced back: along the spine, across
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -113,3 +122,37 @@ class SimOperator:
             pts.append(self.rng.dirichlet(np.ones(3)) @ mesh.vertices_mm[f])
         pts = np.array(pts) + self.rng.normal(0, self.surface_touch_mm / np.sqrt(3), (len(pts), 3))
         yield from self._touch(mesh_in_world_m(self.room.T_world_ct, pts))
+
+    def trace_surface(self, surface: str, n_points: int) -> Iterator[int]:
+        if surface != "skin":
+            raise HalError("operator", f"unknown surface {surface!r}; known: ['skin']")
+        pts = self._skin_points(n_points)
+        yield from self._touch(pts)
+
+    def _skin_points(self, n: int) -> np.ndarray:
+        """Skin points facing up (the prone back) around the target, seen from the world's z."""
+        skin = self.room.patient.skin
+        v = mesh_in_world_m(self.room.T_world_ct, skin.vertices_mm)
+        f = skin.faces
+        fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        normals = np.zeros_like(v)
+        for k in range(3):
+            np.add.at(normals, f[:, k], fn)
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        c = self.room.target_world_m()
+        along, across = self.skin_region_m
+        keep = np.flatnonzero((normals[:, 2] > 0.3) & (np.abs(v[:, 0] - c[0]) < along) & (np.abs(v[:, 1] - c[1]) < across))
+        if len(keep) < n:
+            raise HalError("operator", f"only {len(keep)} skin points face up around the target; asked for {n}")
+        return v[self.rng.choice(keep, n, replace=False)]
+
+    def mark_landmarks(self, acquisitions: Sequence[Acquisition], level: str, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+        """Click each landmark where it truly projects, off by ``click_sigma_mm`` (Gaussian, per axis) at the vertebra."""
+        if self.true_geometry_of is None or self.landmarks_of_level is None:
+            raise HalError("operator", "this simulated operator was not given the C-arm's true geometries and the anatomy")
+        truth = self.landmarks_of_level(level)
+        missing = [n for n in names if n not in truth]
+        if missing:
+            raise HalError("operator", f"no landmarks {missing} known at {level}")
+        geoms = [self.true_geometry_of(a) for a in acquisitions]
+        return simulate_clicks(geoms, truth, self.click_sigma_mm, seed=int(self.rng.integers(2**31)), names=names).views

@@ -1,0 +1,50 @@
+"""Where the simulated clinician sees each landmark: the shape model's own points on the true vertebra.
+
+The model is fitted to the ground-truth surface once per patient, level and model, and the
+result is cached (the fit takes tens of seconds), so rehearsals start quickly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import numpy as np
+
+from twinsim.anatomy.patient import Patient
+from twinsim.paths import cache_home
+from twinsim.report import write_json
+
+
+def true_landmarks_of(patient: Patient) -> Callable[[str], dict[str, np.ndarray]]:
+    memo: dict[str, dict[str, np.ndarray]] = {}
+
+    def landmarks(level: str) -> dict[str, np.ndarray]:
+        if level not in memo:
+            memo[level] = _cached(patient, level)
+        return memo[level]
+
+    return landmarks
+
+
+def _cached(patient: Patient, level: str) -> dict[str, np.ndarray]:
+    from twinsim.anatomy.ssm import load_model
+    from twinsim.evaluation.simulated_clicks import true_landmarks_mm
+    from twinsim.recon.fit import default_model_name
+
+    truth = patient.vertebra(level)
+    model_name = default_model_name(level)
+    model = load_model(model_name)
+    h = hashlib.sha256(np.ascontiguousarray(truth.vertices_mm, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(model.mean_mm, dtype=np.float64).tobytes())
+    path = cache_home() / "landmarks" / f"{patient.name}_{level}_{h.hexdigest()[:16]}.json"
+    if path.exists():
+        try:
+            return {k: np.asarray(v, dtype=np.float64) for k, v in json.loads(path.read_text())["landmarks_mm"].items()}
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt
+    marks = true_landmarks_mm(model, truth)
+    write_json(path, {"patient": patient.name, "level": level, "model": model_name,
+                      "landmarks_mm": {k: np.asarray(v).tolist() for k, v in marks.items()}})
+    return marks

@@ -1,0 +1,130 @@
+"""Where the needle guide goes for a path: docked on its axis short of the skin, and the approach behind it.
+
+The path (entry on the bone, target in the body) is the planner's, in ``ref``. The guide's tip
+docks on the path's axis ``dock_standoff_mm`` outside where the axis leaves the patient
+envelope, bore along the axis; the approach pose is ``approach_mm`` further back on the same
+axis. Only the roll about the axis is free: each candidate roll is solved on the nominal model
+and kept when both poses are reachable within the soft limits, clear of every body, and the
+guide's marker stays in the camera's line of sight in the twin; the best joint-limit margin wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pybullet as pb
+
+from twinsim import frames
+from twinsim.motion.envelope import PatientEnvelope
+from twinsim.motion.planner import MotionPlanner, Unreachable, limit_margin_rad
+from twinsim.robot import panda
+from twinsim.robot.kinematics import IKError
+
+
+@dataclass(frozen=True)
+class DockSettings:
+    dock_standoff_mm: float = 15.0  # guide tip to the skin, on the axis
+    approach_mm: float = 80.0  # approach pose behind the dock, on the axis
+    rolls: int = 12  # candidate rolls about the axis
+    min_limit_margin_rad: float = 0.05
+
+
+@dataclass
+class DockPlan:
+    side: str
+    T_dock_mm: np.ndarray
+    T_approach_mm: np.ndarray
+    q_dock_rad: np.ndarray
+    q_approach_rad: np.ndarray
+    roll_deg: float
+    limit_margin_rad: float
+    skin_exit_mm: np.ndarray
+    insertion_mm: float  # guide tip (docked) to the planned target along the axis
+    marker_in_sight: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"side": self.side, "roll_deg": self.roll_deg, "limit_margin_rad": self.limit_margin_rad,
+                "dock_tip_mm": self.T_dock_mm[:3, 3].tolist(), "axis": self.T_dock_mm[:3, 2].tolist(),
+                "skin_exit_mm": self.skin_exit_mm.tolist(), "insertion_mm": self.insertion_mm,
+                "marker_in_sight": self.marker_in_sight}
+
+
+def tool_frame(tip_mm: np.ndarray, axis: np.ndarray, roll_rad: float) -> np.ndarray:
+    """``T_ref_tool`` with its tip at ``tip_mm``, z along ``axis``, x turned by ``roll_rad`` about it."""
+    z = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    helper = np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    x0 = np.cross(helper, z)
+    x0 /= np.linalg.norm(x0)
+    x = frames.rotation_about_axis(z, roll_rad) @ x0
+    return frames.make_transform(np.column_stack([x, np.cross(z, x), z]), tip_mm)
+
+
+def line_of_sight(planner: MotionPlanner, q_rad: np.ndarray, T_tool_marker_mm: np.ndarray | None,
+                  camera_ref_mm: np.ndarray | None) -> bool:
+    """Whether the straight line from the guide's marker to the camera crosses no body of the twin at ``q_rad``."""
+    if T_tool_marker_mm is None or camera_ref_mm is None:
+        return True
+    world = planner.world
+    marker = (planner.tool_pose_mm(q_rad) @ T_tool_marker_mm)[:3, 3]
+    world.set_joints(q_rad)
+    d = camera_ref_mm - marker
+    n = np.linalg.norm(d)
+    a = (marker + d / n * 30.0) * 1e-3  # start clear of the marker's own post
+    b = (camera_ref_mm - d / n * 150.0) * 1e-3  # stop short of the camera the navigation robot holds
+    hit = pb.rayTest(a.tolist(), b.tolist(), physicsClientId=world.client)[0]
+    return hit[0] < 0
+
+
+def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm: np.ndarray, envelope: PatientEnvelope,
+              q_seeds_rad: list[np.ndarray], settings: DockSettings | None = None, T_tool_marker_mm: np.ndarray | None = None,
+              camera_ref_mm: np.ndarray | None = None) -> DockPlan:
+    """The best reachable, clear docking of the guide on a path; raises :class:`Unreachable` naming why none is."""
+    s = settings or DockSettings()
+    axis = (target_mm - entry_mm) / np.linalg.norm(target_mm - entry_mm)
+    exit_mm = envelope.exit_along_mm(entry_mm, -axis)
+    dock_tip = exit_mm - axis * s.dock_standoff_mm
+    approach_tip = dock_tip - axis * s.approach_mm
+    # Also from the first seed turned about joint 1 to face the dock: the damped IK then starts on the right side.
+    tip_base = frames.transform_points(frames.invert(planner.world.T_ref_base_m), dock_tip * 1e-3)
+    aimed = np.array(q_seeds_rad[0], dtype=np.float64)
+    aimed[0] = np.clip(np.arctan2(tip_base[1], tip_base[0]), *panda.SOFT_LIMITS_RAD[0])
+    q_seeds_rad = [*q_seeds_rad, aimed]
+    best: DockPlan | None = None
+    why: dict[str, int] = {}
+    for roll in np.arange(s.rolls) * 2 * np.pi / s.rolls:
+        T_dock, T_app = tool_frame(dock_tip, axis, roll), tool_frame(approach_tip, axis, roll)
+        q_dock = None
+        for seed in ([best.q_dock_rad] if best is not None else []) + q_seeds_rad:
+            try:
+                q_dock = planner.ik_tool(T_dock, seed)
+                break
+            except IKError:
+                continue
+        if q_dock is None:
+            why["docked pose out of reach"] = why.get("docked pose out of reach", 0) + 1
+            continue
+        try:
+            q_app = planner.ik_tool(T_app, q_dock)
+        except IKError:
+            why["approach pose out of reach"] = why.get("approach pose out of reach", 0) + 1
+            continue
+        margin = min(limit_margin_rad(q_dock), limit_margin_rad(q_app))
+        if margin < s.min_limit_margin_rad:
+            why["too near a joint limit"] = why.get("too near a joint limit", 0) + 1
+            continue
+        hits = [h for h in (planner.world.contacts(q)[0] for q in (q_dock, q_app)) if h is not None]
+        if hits:
+            key = f"too close: {hits[0].link} vs {hits[0].body}"
+            why[key] = why.get(key, 0) + 1
+            continue
+        seen = line_of_sight(planner, q_dock, T_tool_marker_mm, camera_ref_mm)
+        cand = DockPlan(side, T_dock, T_app, q_dock, q_app, float(np.degrees(roll)), margin, exit_mm,
+                        float(np.linalg.norm(target_mm - dock_tip)), seen)
+        if best is None or (cand.marker_in_sight, cand.limit_margin_rad) > (best.marker_in_sight, best.limit_margin_rad):
+            best = cand
+    if best is None:
+        raise Unreachable(f"docking the guide on the {side} path",
+                          f"no roll of {s.rolls} about the axis works: " + "; ".join(f"{k} ({v})" for k, v in why.items()))
+    return best

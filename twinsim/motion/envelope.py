@@ -1,0 +1,108 @@
+"""The patient envelope and the table, from what the sensors give: no CT skin.
+
+The table: the floor lies below the robot's calibrated base by its cart's datasheet height,
+the top the table's datasheet height above it; centred under the patient, long axis along the
+spine as the reconstruction has it; a solid from the floor to the top (the twin never plans
+under it). The envelope: points the tracked pointer touched on the patient's back, joined to
+their feet on the table top, make a convex solid. Over a prone back a convex hull bridges the
+groove along the spine, so it errs on the side of the patient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import ConvexHull, QhullError
+
+from twinsim import frames
+
+FLOOR_SIZE_MM = 8000.0
+
+
+class SurveyError(ValueError):
+    """Too few or degenerate pointer touches to model the table or the patient."""
+
+
+@dataclass
+class TableModel:
+    """The table top in ``ref`` (mm): a point on it, its up normal, its long axis, its width; the datasheet height."""
+
+    centre_mm: np.ndarray
+    up: np.ndarray
+    long_axis: np.ndarray
+    width_mm: float
+    top_height_mm: float  # floor to the top surface
+    length_mm: float
+
+    @classmethod
+    def under_patient(cls, skin_ref_mm: np.ndarray, floor_point_ref_mm: np.ndarray, up: np.ndarray, superior: np.ndarray,
+                      top_height_mm: float, width_mm: float, length_mm: float) -> TableModel:
+        """The table top ``top_height_mm`` above the floor, centred under the touched skin, long axis along the spine."""
+        P = np.asarray(skin_ref_mm, dtype=np.float64).reshape(-1, 3)
+        up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
+        along = np.asarray(superior, dtype=np.float64) - (np.asarray(superior) @ up) * up
+        if np.linalg.norm(along) < 0.5:
+            raise SurveyError(f"the spine's axis is {frames.angle_between_deg(superior, up):.0f} deg from vertical: the patient "
+                              "does not lie on the table")
+        along /= np.linalg.norm(along)
+        c = P.mean(0) if len(P) else np.asarray(floor_point_ref_mm, dtype=np.float64)
+        top = np.asarray(floor_point_ref_mm, dtype=np.float64) + up * top_height_mm
+        centre = c - ((c - top) @ up) * up
+        return cls(centre, up, along, float(width_mm), float(top_height_mm), float(length_mm))
+
+    def height_above_floor_mm(self, p_ref_mm: np.ndarray) -> float:
+        return float((np.asarray(p_ref_mm) - self.centre_mm) @ self.up + self.top_height_mm)
+
+    def boxes_m(self) -> list[tuple[list[float], np.ndarray, str]]:
+        """``(size, T_ref_box, name)`` in metres: the table as a solid to the floor, and the floor."""
+        R = np.column_stack([self.long_axis, np.cross(self.up, self.long_axis), self.up])
+        table_c = self.centre_mm - self.up * self.top_height_mm / 2
+        floor_c = self.centre_mm - self.up * (self.top_height_mm + 10.0)
+        return [([self.length_mm * 1e-3, self.width_mm * 1e-3, self.top_height_mm * 1e-3],
+                 frames.make_transform(R, table_c * 1e-3), "table"),
+                ([FLOOR_SIZE_MM * 1e-3, FLOOR_SIZE_MM * 1e-3, 0.02], frames.make_transform(R, floor_c * 1e-3), "floor")]
+
+
+@dataclass
+class PatientEnvelope:
+    vertices_ref_mm: np.ndarray
+    faces: np.ndarray
+    equations: np.ndarray  # (F, 4) outward unit normals and offsets: inside where n.x + d <= 0
+    touches: int
+
+    @classmethod
+    def from_touches(cls, skin_ref_mm: np.ndarray, table: TableModel) -> PatientEnvelope:
+        P = np.asarray(skin_ref_mm, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != 3 or len(P) < 8 or not np.isfinite(P).all():
+            raise SurveyError(f"the patient envelope needs at least 8 finite touches on the skin, got {P.shape}")
+        height = (P - table.centre_mm) @ table.up
+        if (height <= 0).any():
+            raise SurveyError(f"{int((height <= 0).sum())} skin touches lie at or below the table top")
+        feet = P - np.outer(height, table.up)
+        try:
+            hull = ConvexHull(np.vstack([P, feet]))
+        except QhullError as exc:
+            raise SurveyError(f"the skin touches span no volume: {str(exc).splitlines()[0]}") from None
+        return cls(hull.points[hull.vertices], _reindex(hull), hull.equations.copy(), len(P))
+
+    def signed_distance_mm(self, p_ref_mm: np.ndarray) -> np.ndarray:
+        """A lower bound of the distance outside (> 0) and the depth inside (< 0), per point."""
+        p = np.atleast_2d(p_ref_mm)
+        return (p @ self.equations[:, :3].T + self.equations[:, 3]).max(axis=1)
+
+    def exit_along_mm(self, inside_mm: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Where a ray from a point inside the envelope leaves it."""
+        p, u = np.asarray(inside_mm, dtype=np.float64), np.asarray(direction, dtype=np.float64)
+        u = u / np.linalg.norm(u)
+        n, d = self.equations[:, :3], self.equations[:, 3]
+        if (n @ p + d).max() > 0:
+            raise SurveyError(f"the point {np.round(p, 1).tolist()} mm is outside the patient envelope")
+        rate = n @ u
+        t = -(n @ p + d)[rate > 1e-9] / rate[rate > 1e-9]
+        return p + u * float(t.min())
+
+
+def _reindex(hull: ConvexHull) -> np.ndarray:
+    remap = {int(v): i for i, v in enumerate(hull.vertices)}
+    return np.array([[remap[int(v)] for v in f] for f in hull.simplices], dtype=np.int64)

@@ -1,0 +1,160 @@
+"""Joint trajectories for the operation robot, planned and checked in the twin before any motion.
+
+A motion is first tried as the direct joint segment; where that comes too close to a body,
+OMPL's RRT-Connect plans around it in joint space (soft limits as bounds, the twin's contact
+query as the validity check) and its simplified path is checked again, densely, by the twin:
+that dense check, not the sampler's, decides. Straight-line tool motions (the advance along a
+needle path) are solved pose by pose on the nominal model and checked the same way. Every
+accepted path is time-parametrised with ruckig; a refused one names the body pair, where on
+the path and the clearance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from twinsim import frames
+from twinsim.motion.timing import TimedPath, time_path
+from twinsim.motion.twin_world import PathCheck, TwinWorld
+from twinsim.robot import panda
+from twinsim.robot.kinematics import IKError
+
+
+class MotionRefused(RuntimeError):
+    """A motion the twin will not let the robot make: it collides, comes too close, or cannot be reached."""
+
+    def __init__(self, what: str, reason: str, check: PathCheck | None = None) -> None:
+        super().__init__(f"{what} refused before any motion: {reason}")
+        self.what, self.reason, self.check = what, reason, check
+
+
+class Unreachable(MotionRefused):
+    """No joint configuration of the nominal robot puts the tool at the pose within the soft limits."""
+
+
+@dataclass
+class PlannedMotion:
+    name: str
+    waypoints_rad: np.ndarray
+    check: PathCheck
+    method: str  # "direct", "RRT-Connect" or "straight line"
+    timing: TimedPath
+    planning_s: float
+    refused_first: PathCheck | None = None  # the direct path's check when it had to plan around
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "waypoints": len(self.waypoints_rad),
+                "configurations_checked": self.check.configurations, "check_s": self.check.seconds,
+                "min_clearance_mm": _finite(self.check.min_clearance_mm), "duration_s": self.timing.duration_s,
+                "planning_s": self.planning_s,
+                "direct_path_refused": None if self.refused_first is None else self.refused_first.describe()}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def limit_margin_rad(q_rad: np.ndarray) -> float:
+    """Smallest distance of any joint to its soft limit."""
+    q = np.asarray(q_rad)
+    return float(np.min(np.minimum(q - panda.SOFT_LIMITS_RAD[:, 0], panda.SOFT_LIMITS_RAD[:, 1] - q)))
+
+
+class MotionPlanner:
+    def __init__(self, world: TwinWorld, model: Any, T_flange_tool_mm: np.ndarray, speed_factor: float = 0.2,
+                 ompl_time_s: float = 10.0, seed: int = 0) -> None:
+        self.world, self.model = world, model
+        self.T_flange_tool_mm = frames.as_transform(T_flange_tool_mm, "T_flange_tool")
+        self.speed_factor, self.ompl_time_s, self.seed = speed_factor, ompl_time_s, seed
+
+    # ---- kinematics ---------------------------------------------------------------------
+    def ik_tool(self, T_ref_tool_mm: np.ndarray, q_seed_rad: np.ndarray) -> np.ndarray:
+        """Joints putting the needle guide at ``T_ref_tool_mm`` (nominal model, soft limits); raises IKError."""
+        T_base_flange_mm = frames.invert(frames.scale_translation(self.world.T_ref_base_m, 1000.0)) @ T_ref_tool_mm \
+            @ frames.invert(self.T_flange_tool_mm)
+        return self.model.ik(frames.scale_translation(T_base_flange_mm, 1e-3), q_seed_rad, panda.FLANGE_LINK)
+
+    def tool_pose_mm(self, q_rad: np.ndarray) -> np.ndarray:
+        T_base_flange = frames.scale_translation(self.model.fk_m(q_rad, panda.FLANGE_LINK), 1000.0)
+        return frames.scale_translation(self.world.T_ref_base_m, 1000.0) @ T_base_flange @ self.T_flange_tool_mm
+
+    # ---- planning -----------------------------------------------------------------------
+    def _accept(self, name: str, waypoints: Sequence[np.ndarray], method: str, t0: float,
+                refused_first: PathCheck | None = None) -> PlannedMotion:
+        W = np.array([panda.check_joint_positions(q, f"{name} waypoint") for q in waypoints])
+        check = self.world.check_path(W)
+        if not check.ok:
+            raise MotionRefused(name, check.describe(), check)
+        return PlannedMotion(name, W, check, method, time_path(W, self.speed_factor), time.perf_counter() - t0, refused_first)
+
+    def plan(self, name: str, q_start_rad: np.ndarray, q_goal_rad: np.ndarray) -> PlannedMotion:
+        """Direct joint segment if it is clear, else RRT-Connect around what is in the way; refused if neither."""
+        t0 = time.perf_counter()
+        for what, q in (("start", q_start_rad), ("goal", q_goal_rad)):
+            hit, _ = self.world.contacts(q)
+            if hit is not None:
+                raise MotionRefused(name, f"the {what} configuration itself is too close: {hit.describe()}",
+                                    PathCheck(False, 1, 0.0, hit, 0.0 if what == "start" else 1.0))
+        direct = self.world.check_path([q_start_rad, q_goal_rad])
+        if direct.ok:
+            return self._accept(name, [q_start_rad, q_goal_rad], "direct", t0)
+        path = self._rrt_connect(q_start_rad, q_goal_rad)
+        if path is None:
+            raise MotionRefused(name, f"the direct path is blocked ({direct.describe()}) and RRT-Connect found no way "
+                                      f"around in {self.ompl_time_s:g} s", direct)
+        return self._accept(name, path, "RRT-Connect", t0, direct)
+
+    def plan_line(self, name: str, q_start_rad: np.ndarray, T_from_mm: np.ndarray, T_to_mm: np.ndarray,
+                  step_mm: float = 5.0, on_axis_tol_mm: float = 0.5) -> PlannedMotion:
+        """The tool along the straight line from ``T_from_mm`` to ``T_to_mm`` (same orientation), solved pose by pose."""
+        t0 = time.perf_counter()
+        p0, p1 = T_from_mm[:3, 3], T_to_mm[:3, 3]
+        n = max(2, int(np.ceil(np.linalg.norm(p1 - p0) / step_mm)) + 1)
+        q, qs = np.asarray(q_start_rad, dtype=np.float64), []
+        for s in np.linspace(0.0, 1.0, n):
+            T = T_to_mm.copy()
+            T[:3, 3] = p0 + s * (p1 - p0)
+            try:
+                q = self.ik_tool(T, q)
+            except IKError as exc:
+                raise Unreachable(name, f"the tool pose {s * 100:.0f} % along the line is out of reach: {exc}") from None
+            off = np.linalg.norm(np.cross(self.tool_pose_mm(q)[:3, 3] - p0, (p1 - p0) / max(np.linalg.norm(p1 - p0), 1e-9)))
+            if off > on_axis_tol_mm:
+                raise MotionRefused(name, f"the tool leaves the line by {off:.2f} mm at {s * 100:.0f} %")
+            qs.append(q)
+        if np.max(np.abs(qs[0] - q_start_rad)) > 1e-3:
+            qs.insert(0, np.asarray(q_start_rad, dtype=np.float64))
+        return self._accept(name, qs, "straight line", t0)
+
+    def _rrt_connect(self, q0: np.ndarray, q1: np.ndarray) -> list[np.ndarray] | None:
+        from ompl import base as ob
+        from ompl import geometric as og
+        from ompl import util as ou
+
+        ou.setLogLevel(ou.LOG_WARN)
+        ou.RNG.setSeed(self.seed + 1)
+        space = ob.RealVectorStateSpace(7)
+        bounds = ob.RealVectorBounds(7)
+        for i, (lo, hi) in enumerate(panda.SOFT_LIMITS_RAD):
+            bounds.setLow(i, float(lo))
+            bounds.setHigh(i, float(hi))
+        space.setBounds(bounds)
+        ss = og.SimpleSetup(space)
+        ss.setStateValidityChecker(lambda s: self.world.contacts(np.array([s[i] for i in range(7)]))[0] is None)
+        si = ss.getSpaceInformation()
+        si.setStateValidityCheckingResolution(self.world.settings.max_step_rad / space.getMaximumExtent())
+        start, goal = space.allocState(), space.allocState()
+        for i in range(7):
+            start[i], goal[i] = float(q0[i]), float(q1[i])
+        ss.setStartAndGoalStates(start, goal)
+        ss.setPlanner(og.RRTConnect(si))
+        if not ss.solve(self.ompl_time_s) or not ss.haveExactSolutionPath():
+            return None
+        ss.simplifySolution()
+        p = ss.getSolutionPath()
+        return [np.array([p.getState(k)[i] for i in range(7)]) for k in range(p.getStateCount())]

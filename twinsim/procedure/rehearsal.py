@@ -1,0 +1,407 @@
+"""A vertebroplasty, step by step over the HAL: calibration, two X-rays, landmarks, reconstruction, plan,
+survey, reach, both needle guides placed through checked motions, verification, report.
+
+It talks to devices only through the rig's interfaces, so the same sequence runs on a real
+rig. What it knows of the room comes through sensors: the tracker (patient reference, guide,
+C-arm, pointer), joint readings, the calibration and the X-rays; shapes come from the room's
+datasheet model. Every motion is planned and checked in the twin first (:mod:`twinsim.motion`)
+and sent through the guarded arm, which refuses anything unchecked.
+
+Interlocks: tracking lost during a motion stops it; a patient reference that moved since
+registration sends the procedure back to register again (robot base from its flange marker,
+new X-rays, reconstruction, plan, survey) before any further motion; a motion aborted by the
+robot stops the procedure (never retried blindly).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from twinsim import frames
+from twinsim.hal.interfaces import CArmView
+from twinsim.imaging.acquisition import Acquisition
+from twinsim.motion.docking import DockPlan, DockSettings, plan_dock
+from twinsim.motion.envelope import PatientEnvelope, TableModel
+from twinsim.motion.execution import ReferenceMoved, Watch, run_watched
+from twinsim.motion.guarded_arm import GuardedArm, MotionLog
+from twinsim.motion.placement import Placement, PlacementSettings, search_placement
+from twinsim.motion.planner import MotionPlanner, PlannedMotion, Unreachable
+from twinsim.motion.twin_world import ClearanceSettings, TwinWorld
+from twinsim.planning.planner import VertebraPlan, plan_vertebra
+from twinsim.planning.settings import PlanSettings
+from twinsim.procedure.steps import ProcedureLog, StepFailed, StepRecord
+from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
+from twinsim.robot import panda
+from twinsim.tracking.calibration import CalibrationError
+from twinsim.twin.calibration_set import CalibrationSet, save_calibration
+from twinsim.twin.sync import NEEDLE_MARKER, REFERENCE, TwinSync
+from twinsim.twin.tracker_view import ToolIndex, TrackingLost
+from twinsim.workflows.calibration import SessionSettings, read_frames, run_calibration
+from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
+from twinsim.workflows.tracked_xray import acquire_tracked
+
+DEFAULT_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
+CALIBRATION_CHECK_MM = 3.0  # tracked guide tip vs the joints' prediction: beyond this the calibration is not this room's
+SIDES = ("left", "right")
+
+
+class RehearsalError(RuntimeError):
+    """A step's outcome that stops the procedure (a refused plan, an unusable survey, a stale calibration)."""
+
+
+@dataclass(frozen=True)
+class RehearsalSettings:
+    level: str | None = None  # None: the rig's target level
+    views: tuple[CArmView, CArmView] = DEFAULT_VIEWS
+    clicks_file: Path | None = None  # the clinician's clicks; None: the operator marks them
+    skin_points: int = 40
+    frames_per_touch: int = 5
+    plan: PlanSettings = field(default_factory=PlanSettings)
+    clearance: ClearanceSettings = field(default_factory=ClearanceSettings)
+    dock: DockSettings = field(default_factory=DockSettings)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+    speed_factor: float = 0.2
+    max_reregistrations: int = 1
+    fit_settings: Any = None  # recon.fit.FitSettings; None: its defaults
+    seed: int = 0
+
+
+@dataclass
+class Registration:
+    """What one registration produced, all in the patient reference frame ``ref`` as it stood then."""
+
+    T_cam_ref_mm: np.ndarray
+    acquisitions: list[Acquisition]
+    image_paths: list[Path]
+    clicks: Clicks | None = None
+    reconstruction: Any = None
+    plan: VertebraPlan | None = None
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # the model's points on the reconstruction
+    table: TableModel | None = None
+    envelope: PatientEnvelope | None = None
+
+
+@dataclass
+class GuidePlacement:
+    side: str
+    dock: DockPlan
+    motions: list[PlannedMotion]
+    measured_tip_ref_mm: np.ndarray
+    measured_axis_ref: np.ndarray
+    closed_loop_iterations: int
+    converged: bool
+    planned_entry_mm: np.ndarray
+    planned_target_mm: np.ndarray
+    truth: dict[str, Any] | None = None
+
+
+class Verifier(Protocol):
+    """Evaluation code given to a simulated rehearsal: it reads the truth, the procedure never does."""
+
+    def guide(self, rehearsal: Rehearsal, placed: GuidePlacement) -> dict[str, Any]: ...
+
+    def confirm(self, rehearsal: Rehearsal, out: Path) -> dict[str, Any]: ...
+
+
+class Rehearsal:
+    def __init__(self, dev: Any, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
+                 verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None) -> None:
+        self.dev, self.out, self.s = dev, Path(out), settings or RehearsalSettings()
+        self.cal = calibration
+        self.verify = verify
+        self.progress = progress
+        self.level = self.s.level or dev.target_level
+        self.log = ProcedureLog(self.out / "rehearsal.json", echo=echo)
+        self.log.meta = {"rig": dev.rig.name, "rig_kind": dev.rig.kind, "level": self.level,
+                         "views": [v.name for v in self.s.views], "seed": self.s.seed}
+        self.motion_log = MotionLog()
+        self.reg: Registration | None = None
+        self.world: TwinWorld | None = None
+        self.planner: MotionPlanner | None = None
+        self.guarded: GuardedArm | None = None
+        self.docks: dict[str, DockPlan] = {}
+        self.placed: dict[str, GuidePlacement] = {}
+        self.recommendation: Placement | None = None
+        self.reregistrations = 0
+        self.timings: dict[str, float] = {}
+
+    # ---- the sequence ---------------------------------------------------------------------
+    def run(self) -> ProcedureLog:
+        t0 = time.perf_counter()
+        try:
+            self.log.run("calibration", "Calibration chain (load or measure) and its check against the room", self._calibrate)
+            self._register()
+            for side in SIDES:
+                self._place_with_reregistration(side)
+            self.log.run("robot home", "Robot back to where it started, clear of the C-arm", self._home)
+            if self.verify is not None:
+                self.log.run("verification", "Verification in the true anatomy (simulation only)", self._verification)
+            self.log.outcome = "both guides placed"
+        except StepFailed as exc:
+            self.log.outcome = f"stopped at {exc.step}: {exc.cause}"
+        finally:
+            self.log.meta["wall_s"] = time.perf_counter() - t0
+            self.log.meta["motions"] = {"sent": len(self.motion_log.sent), "refused": len(self.motion_log.refused),
+                                        "sent_without_passed_check": self.motion_log.unchecked,
+                                        "refusals": self.motion_log.refused}
+            try:
+                from twinsim.procedure.report_page import write_report_page
+
+                self.log.meta["report_page"] = str(write_report_page(self, self.out / "rehearsal.png"))
+            except Exception as exc:  # noqa: BLE001 (a failed picture must not hide how the procedure ended)
+                self.log.meta["report_page_error"] = f"{type(exc).__name__}: {exc}"
+            self.log.write()
+            if self.world is not None:
+                self.world.close()
+        return self.log
+
+    @property
+    def succeeded(self) -> bool:
+        return self.log.outcome == "both guides placed"
+
+    def _register(self) -> None:
+        self.log.run("x-rays", "Two tracked X-rays", self._xrays)
+        self.log.run("landmarks", "Landmarks marked on both X-rays", self._landmarks)
+        self.log.run("reconstruction", f"{self.level} reconstructed from the two X-rays", self._reconstruct)
+        self.log.run("plan", "Both transpedicular paths planned and checked", self._plan)
+        self.log.run("survey", "Patient envelope touched with the pointer; the twin's collision world",
+                     self._survey)
+        self.log.run("reach", "Both paths within the robot's reach, clear of every body", self._reach)
+
+    def _place_with_reregistration(self, side: str) -> None:
+        while True:
+            try:
+                self.log.run(f"guide {side}", f"Needle guide onto the {side} path", lambda rec: self._place(side, rec))
+                return
+            except StepFailed as exc:
+                if not isinstance(exc.cause, ReferenceMoved) or self.reregistrations >= self.s.max_reregistrations:
+                    raise
+                self.reregistrations += 1
+                self.log.run("re-registration", f"Patient reference moved: robot base re-registered "
+                                                 f"({self.reregistrations} of {self.s.max_reregistrations})", self._reregister_base)
+                self._register()
+
+    # ---- steps ---------------------------------------------------------------------------
+    def _home(self, rec: StepRecord) -> dict[str, Any]:
+        watch = Watch(self.dev.tracker, self.reg.T_cam_ref_mm)
+        self._move(self.planner.plan("back to the start", self.dev.arm.read_joints_rad(), self.q_start), watch, rec)
+        return {}
+
+    def _calibrate(self, rec: StepRecord) -> dict[str, Any]:
+        dev = self.dev
+        self.q_start = dev.arm.read_joints_rad()
+        if self.cal is None:
+            cal = run_calibration(dev.arm, dev.tracker, dev.model, dev.operator, dev.registration,
+                                  SessionSettings(seed=self.s.seed), progress=self.progress)
+            if dev.carm_phantom is None:
+                raise CalibrationError("the rig names no C-arm bead phantom, and the calibration has no C-arm section")
+            cal.carm = calibrate_carm_with_phantom(dev.carm, dev.tracker, dev.carm_phantom, operator=dev.operator).result
+            rec.outputs.append(str(save_calibration(cal, self.out / "calibration.json")))
+            self.cal, source = cal, "measured now"
+        else:
+            source = "loaded"
+        if self.cal.carm is None:
+            raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
+        state = TwinSync(dev.tracker, dev.arm, dev.model, self.cal).update()
+        gap = float(np.linalg.norm(state.needle_tip_ref_mm - state.needle_tip_from_joints_ref_mm))
+        if not np.isfinite(gap) or gap > CALIBRATION_CHECK_MM:
+            raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put it "
+                                   f"(limit {CALIBRATION_CHECK_MM:g} mm): this calibration is not this room's; run `twinsim calibrate`")
+        return {"source": source, "guide_tip_tracked_vs_joints_mm": gap}
+
+    def _xrays(self, rec: StepRecord) -> dict[str, Any]:
+        dev = self.dev
+        acqs, images = [], []
+        for k, v in enumerate(self.s.views):
+            acq = acquire_tracked(dev.carm, dev.tracker, self.cal.carm, v, operator=dev.operator)
+            stem = f"xray_{k}_{v.name.replace(' ', '')}"
+            written = acq.save(self.out / "xrays", stem)
+            rec.outputs += [str(p) for p in written]
+            images.append(written[0])
+            acqs.append(acq)
+        T_cam_ref = ToolIndex(dev.tracker).pose(read_frames(dev.tracker, 20), REFERENCE)
+        self.reg = Registration(T_cam_ref, acqs, images)
+        dev.carm.park()  # out of the robot's way until the confirmation X-rays
+        return {"views": [v.name for v in self.s.views],
+                "carm_source_ref_mm": [np.linalg.inv(a.geometry.T_source_frame_mm)[:3, 3].round(1).tolist() for a in acqs]}
+
+    def _landmarks(self, rec: StepRecord) -> dict[str, Any]:
+        acqs = self.reg.acquisitions
+        if self.s.clicks_file is not None:
+            clicks = load_clicks(self.s.clicks_file, n_views=len(acqs))
+            source = str(self.s.clicks_file)
+        else:
+            clicks = Clicks(self.dev.operator.mark_landmarks(acqs, self.level, CLICKABLE), self.level)
+            source = "marked by the operator"
+        self.reg.clicks = clicks
+        rec.outputs.append(str(clicks.save(self.out / "clicks.json")))
+        return {"source": source, "landmarks": sorted(clicks.views[0])}
+
+    def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
+        from twinsim.anatomy.ssm import load_model
+        from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
+
+        model = load_model(default_model_name(self.level))
+        r = reconstruct(model, self.reg.acquisitions, self.reg.clicks, self.s.fit_settings or FitSettings(),
+                        progress=bool(self.progress))
+        self.reg.reconstruction = r
+        rec.outputs.append(str(save_reconstruction(self.out / f"{self.level}_reconstruction.json", r, self.level,
+                                                   self.reg.image_paths)))
+        return {"model": model.name, "loss": r.loss, "initial_loss": r.initial_loss, "runs": r.runs,
+                "landmark_rms_sigma": r.landmark_rms_sigma, "fit_s": r.wall_s}
+
+    def _plan(self, rec: StepRecord) -> dict[str, Any]:
+        from twinsim.planning.picture import write_plan_picture
+        from twinsim.planning.plan_file import save_plan
+
+        r = self.reg.reconstruction
+        from twinsim.anatomy.ssm import load_model
+
+        marks = load_model(r.model_name).annotation_points(r.vertices_mm)
+        self.reg.landmarks = marks
+        plan = plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame)
+        self.reg.plan = plan
+        rec.outputs.append(str(save_plan(self.out / f"{self.level}_plan.json", plan, self.level, {"procedure": "rehearsal"})))
+        rec.outputs.append(str(write_plan_picture(self.out / f"{self.level}_plan.png", plan, r.vertices_mm, r.faces, marks,
+                                                  self.reg.acquisitions,
+                                                  title=f"{self.level} plan on the reconstruction (frame {r.frame})")))
+        figures = {side: {"min_clearance_mm": p.min_clearance_mm, "length_mm": p.length_mm, "safe": bool(p.safe),
+                          "reasons": list(p.reasons)} for side, p in plan.paths.items()}
+        if not plan.safe:
+            raise RehearsalError("the plan is refused: " + "; ".join(f"{s}: {', '.join(p.reasons)}" for s, p in plan.paths.items()
+                                                                     if not p.safe))
+        return {"paths": figures, "convergence_deg": plan.convergence_deg}
+
+    def _touches(self, surface: str, n: int) -> np.ndarray:
+        idx = ToolIndex(self.dev.tracker)
+        pts = []
+        for _ in self.dev.operator.trace_surface(surface, n):
+            try:
+                T = idx.pose_in(read_frames(self.dev.tracker, self.s.frames_per_touch), "pointer", REFERENCE)
+                pts.append(frames.transform_points(T, self.cal.pointer_tip_mm))
+            except TrackingLost:
+                continue  # an occluded touch is dropped; the models check they have enough
+        return np.array(pts).reshape(-1, 3)
+
+    def _survey(self, rec: StepRecord) -> dict[str, Any]:
+        dev, m = self.dev, self.dev.room_model
+        up = self.cal.T_ref_base[:3, 2]  # the robot stands upright on the floor
+        floor = self.cal.T_ref_base[:3, 3] - up * m.base_height_m["operation"] * 1000.0
+        marks = self.reg.landmarks
+        superior = marks["superior_endplate_centre"] - marks["inferior_endplate_centre"]
+        skin = self._touches("skin", self.s.skin_points)
+        table = TableModel.under_patient(skin, floor, up, superior, m.table_top_height_m * 1000.0, m.table_width_m * 1000.0,
+                                         m.table_length_m * 1000.0)
+        envelope = PatientEnvelope.from_touches(skin, table)
+        self.reg.table, self.reg.envelope = table, envelope
+        if self.world is not None:
+            self.world.close()
+        world = TwinWorld(m, self.cal.T_ref_base, table, self.s.clearance)
+        world.set_envelope(envelope)
+        world.park_carm()  # rolled away after the X-rays
+        nav = "not modelled (the rig has no navigation arm)"
+        if dev.navigation is not None:
+            from twinsim.robot.nominal import NominalPanda
+
+            with NominalPanda(m.tracker_camera) as cam_model:
+                q_nav = dev.navigation.read_joints_rad()
+                T_base_cam = cam_model.fk_m(q_nav, panda.CAMERA_LINK)
+            world.set_navigation(frames.invert(self.reg.T_cam_ref_mm), q_nav, T_base_cam)
+            nav = "from the tracker and its joint readings"
+        self.world = world
+        self.planner = MotionPlanner(world, dev.model, self.cal.T_flange_tool, self.s.speed_factor, seed=self.s.seed)
+        self.guarded = GuardedArm(dev.arm, world, self.motion_log)
+        # The check's speed on this twin: 200 configurations along the robot's present joints.
+        q = dev.arm.read_joints_rad()
+        probe = world.check_path([q, q + np.r_[0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] * (1 if q[0] < 0 else -1)])
+        return {"skin_touches_used": envelope.touches, "table_top_above_floor_mm": table.top_height_mm,
+                "envelope_vertices": len(envelope.vertices_ref_mm), "navigation_robot": nav, "twin_bodies": world.bodies,
+                "check_probe": {"configurations": probe.configurations, "ms": probe.seconds * 1000.0}}
+
+    def _reach(self, rec: StepRecord) -> dict[str, Any]:
+        plan = self.reg.plan
+        q_now = self.dev.arm.read_joints_rad()
+        T_tool_marker, cam = self._marker_and_camera()
+        self.docks, problems = {}, {}
+        for side in SIDES:
+            p = plan.paths[side]
+            try:
+                self.docks[side] = plan_dock(self.planner, side, p.entry_mm, p.target_mm, self.reg.envelope, [q_now],
+                                             self.s.dock, T_tool_marker, cam)
+            except Unreachable as exc:
+                problems[side] = exc.reason
+        if problems:
+            paths = {s: (plan.paths[s].entry_mm, plan.paths[s].target_mm) for s in SIDES}
+            sources = [np.linalg.inv(a.geometry.T_source_frame_mm) for a in self.reg.acquisitions]
+            best, tried = search_placement(self.planner, paths, self.reg.envelope, sources, [q_now], self.s.placement, self.s.dock)
+            self.recommendation = best
+            self.log.recommendation = {"why": problems, "candidates_tried": tried,
+                                       **(best.summary() if best else {"advice": "no placement tried reaches both paths"})}
+            raise Unreachable("guide placement", "; ".join(f"{s} path: {w}" for s, w in problems.items())
+                              + f". Recommendation: {best.describe() if best else 'none of ' + str(tried) + ' placements works'}")
+        self.log.recommendation = {"advice": "the robot stands where both paths are reachable",
+                                   "limit_margin_rad": min(d.limit_margin_rad for d in self.docks.values())}
+        return {side: d.summary() for side, d in self.docks.items()}
+
+    def _marker_and_camera(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The guide's marker in the tool frame (tracked vs joints), and the camera in ``ref``: for line-of-sight checks."""
+        f = read_frames(self.dev.tracker, 10)
+        try:
+            T_ref_marker = ToolIndex(self.dev.tracker).pose_in(f, NEEDLE_MARKER, REFERENCE)
+        except TrackingLost:
+            return None, None
+        T_ref_tool = self.planner.tool_pose_mm(self.dev.arm.read_joints_rad())
+        return frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm)[:3, 3]
+
+    def _move(self, motion: PlannedMotion, watch: Watch, rec: StepRecord) -> None:
+        frames_read = run_watched(self.guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)
+        rec.figures.setdefault("motions", []).append({**motion.summary(), "tracker_frames_during": frames_read})
+
+    def _place(self, side: str, rec: StepRecord) -> dict[str, Any]:
+        dev, dock, planner = self.dev, self.docks[side], self.planner
+        watch = Watch(dev.tracker, self.reg.T_cam_ref_mm)
+        watch.check_reference(read_frames(dev.tracker, 10), f"before the {side} guide")
+        motions = [planner.plan(f"{side}: to the approach pose", dev.arm.read_joints_rad(), dock.q_approach_rad)]
+        self._move(motions[-1], watch, rec)
+        motions.append(planner.plan_line(f"{side}: advance along the axis", dev.arm.read_joints_rad(), dock.T_approach_mm,
+                                         dock.T_dock_mm))
+        self._move(motions[-1], watch, rec)
+        watch.check_reference(read_frames(dev.tracker, 10), f"at the {side} dock")
+        sync = TwinSync(dev.tracker, self.guarded, dev.model, self.cal)
+        res = sync.move_tool(dock.T_dock_mm, closed_loop=True)
+        p = self.reg.plan.paths[side]
+        placed = GuidePlacement(side, dock, motions, res.measured_ref_mm[-1], res.measured_axis_ref[-1], res.iterations,
+                                res.converged, p.entry_mm, p.target_mm)
+        if self.verify is not None:
+            placed.truth = self.verify.guide(self, placed)
+        self.placed[side] = placed
+        figures = {"tracked_tip_error_mm": res.measured_error_mm[-1], "tracked_axis_error_deg": res.measured_axis_error_deg[-1],
+                   "closed_loop_iterations": res.iterations, "converged": res.converged, "insertion_mm": dock.insertion_mm}
+        if placed.truth is not None:
+            figures["truth"] = placed.truth
+        # Back out along the axis, so the next motion starts clear of the patient.
+        motions.append(planner.plan_line(f"{side}: back out along the axis", dev.arm.read_joints_rad(), dock.T_dock_mm,
+                                         dock.T_approach_mm))
+        self._move(motions[-1], watch, rec)
+        return figures
+
+    def _reregister_base(self, rec: StepRecord) -> dict[str, Any]:
+        """The robot's base in the moved reference, from its flange marker at one pose (hand-eye kept)."""
+        dev = self.dev
+        f = read_frames(dev.tracker, 30)
+        T_ref_fm = ToolIndex(dev.tracker).pose_in(f, "operation_flange", REFERENCE)
+        T_base_flange = frames.scale_translation(dev.model.fk_m(dev.arm.read_joints_rad(), panda.FLANGE_LINK), 1000.0)
+        old = self.cal.T_ref_base.copy()
+        self.cal = replace(self.cal, T_ref_base=T_ref_fm @ frames.invert(self.cal.T_flange_marker) @ frames.invert(T_base_flange))
+        return {"base_moved_in_ref_mm": float(np.linalg.norm(self.cal.T_ref_base[:3, 3] - old[:3, 3]))}
+
+    def _verification(self, rec: StepRecord) -> dict[str, Any]:
+        figures = self.verify.confirm(self, self.out)
+        rec.outputs += figures.pop("outputs", [])
+        return {"per_guide": {side: g.truth for side, g in self.placed.items()}, **figures}
