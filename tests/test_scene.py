@@ -169,16 +169,16 @@ def test_home_pose_outside_soft_limits_is_refused(tmp_path, example_patient_mode
 def test_cli_help_and_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "twinsim.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("run", "patient", "bench", "fetch-example"):
+    for cmd in ("rehearse", "scene", "patient", "bench", "fetch-example"):
         assert cmd in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "run", "--scene", str(tmp_path / "x.yaml")],
+    bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "scene", "--scene", str(tmp_path / "x.yaml")],
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert "scene file not found" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_cli_main_job_writes_snapshot(tmp_path, example_patient_model):
-    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "-o", str(tmp_path)], capture_output=True, text=True)
+def test_cli_scene_writes_snapshot(tmp_path, example_patient_model):
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scene", "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "L1" in out.stdout and "COLLIDING" not in out.stdout
     assert (tmp_path / "scene.png").stat().st_size > 10_000

@@ -1,4 +1,4 @@
-"""The ``twinsim`` command. With no subcommand it runs the main job (``twinsim run``)."""
+"""The ``twinsim`` command. With no subcommand it rehearses the procedure (``twinsim rehearse``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import numpy as np
 
 from twinsim.frames import FrameError
 from twinsim.planning import command as plan_command
+from twinsim.procedure import command as procedure_command
 
 DESCRIPTION = """\
 twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
 
-Run with no subcommand to do the main job on the example patient (same as `twinsim run`).
+Run with no subcommand to rehearse a vertebroplasty on the example patient (same as `twinsim rehearse`):
+two X-rays, reconstruction, plan, both needle guides placed through motions checked in the twin.
 """
 
 
@@ -26,7 +28,7 @@ def _fmt_clearance(d_m: float, query_m: float) -> str:
     return f"free ({d_m * 1000:.1f} mm)"
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_scene(args: argparse.Namespace) -> int:
     from twinsim.anatomy.labels import level_sort_key
     from twinsim.report import table
     from twinsim.sim.snapshot import write_snapshot
@@ -457,14 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twinsim", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="main job: build the operating room on the patient, report it, write scene.png",
+    procedure_command.add_parser(sub)
+
+    r = sub.add_parser("scene", help="build the operating room on the patient, report it, write scene.png",
                        description="Build the scene (patient meshes cached by content), print a summary of the patient, "
                                    "robots, C-arm and collision clearances, and write a PNG snapshot. Exits 1 if any "
                                    "robot touches the patient, table or C-arm.")
     r.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
     r.add_argument("-o", "--out", default="out", help="output folder for scene.png (default: out)")
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (needs a display)")
-    r.set_defaults(func=cmd_run)
+    r.set_defaults(func=cmd_scene)
 
     pa = sub.add_parser("patient", help="load a CT + label map, mesh the vertebrae and skin, report volumes",
                         description="Checks a CT (Hounsfield units) and its TotalSegmentator-style label map, then builds "
@@ -638,9 +642,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"run", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan", "serve-vega"}
+    commands = {"rehearse", "scene", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan",
+                "serve-vega"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
-        argv = ["run", *argv]  # no subcommand: the main job, with any options given
+        argv = ["rehearse", *argv]  # no subcommand: the procedure on the example patient, with any options given
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

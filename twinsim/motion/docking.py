@@ -26,7 +26,7 @@ from twinsim.robot.kinematics import IKError
 @dataclass(frozen=True)
 class DockSettings:
     dock_standoff_mm: float = 15.0  # guide tip to the skin, on the axis
-    approach_mm: float = 80.0  # approach pose behind the dock, on the axis
+    approach_mm: float = 30.0  # approach pose behind the dock, on the axis
     rolls: int = 12  # candidate rolls about the axis
     min_limit_margin_rad: float = 0.05
 
@@ -105,9 +105,14 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
         if q_dock is None:
             why["docked pose out of reach"] = why.get("docked pose out of reach", 0) + 1
             continue
-        try:
-            q_app = planner.ik_tool(T_app, q_dock)
-        except IKError:
+        q_app = None
+        for seed in [q_dock, *q_seeds_rad]:
+            try:
+                q_app = planner.ik_tool(T_app, seed)
+                break
+            except IKError:
+                continue
+        if q_app is None:
             why["approach pose out of reach"] = why.get("approach pose out of reach", 0) + 1
             continue
         margin = min(limit_margin_rad(q_dock), limit_margin_rad(q_app))

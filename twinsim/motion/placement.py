@@ -31,8 +31,8 @@ class PlacementSettings:
     toward_m: tuple[float, ...] = (-0.1, 0.0, 0.1, 0.2)  # across it, towards the table
     turns_deg: tuple[float, ...] = (-30.0, -15.0, 0.0, 15.0, 30.0)
     min_limit_margin_rad: float = 0.15
-    max_reach_mm: float = 900.0  # shoulder to a dock beyond this: not worth solving
-    rolls: int = 6
+    max_reach_mm: float = 1050.0  # shoulder to a dock beyond this is out of reach (arm 855 mm + flange + guide): not solved
+    rolls: int = 12
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Time-parametrisation of a joint path with ruckig, within the Panda's velocity, acceleration and jerk limits.
 
-Each segment runs rest to rest with phase synchronisation, so every joint moves in proportion
-and the arm stays on the straight joint segment the twin checked (franky's own waypoint
+Each segment runs rest to rest as one path parameter s from 0 to 1 along the straight joint
+segment the twin checked, so the arm cannot leave it; s's velocity, acceleration and jerk
+limits are the tightest any joint allows over its share of the segment (franky's own waypoint
 motions are ruckig too). Limits are scaled by the speed factor (jerk by its cube).
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from ruckig import InputParameter, Result, Ruckig, Synchronization, Trajectory
+from ruckig import InputParameter, Result, Ruckig, Trajectory
 
 from twinsim.robot import panda
 
@@ -26,7 +27,7 @@ class TimingError(ValueError):
 class TimedPath:
     waypoints_rad: np.ndarray
     segment_s: list[float]
-    max_off_path_rad: float  # largest departure of a sampled state from its straight segment
+    max_off_path_rad: float  # largest overshoot past a segment's end among the samples (0: stays on the segment)
 
     @property
     def duration_s(self) -> float:
@@ -34,17 +35,18 @@ class TimedPath:
 
 
 def _segment(q0: np.ndarray, q1: np.ndarray, speed_factor: float) -> Trajectory:
-    inp = InputParameter(7)
-    inp.current_position, inp.target_position = q0.tolist(), q1.tolist()
-    inp.current_velocity = inp.current_acceleration = inp.target_velocity = inp.target_acceleration = [0.0] * 7
-    inp.max_velocity = (panda.VELOCITY_LIMITS_RAD_S * speed_factor).tolist()
-    inp.max_acceleration = (panda.ACCELERATION_LIMITS_RAD_S2 * speed_factor).tolist()
-    inp.max_jerk = (JERK_LIMITS_RAD_S3 * speed_factor**3).tolist()
-    inp.synchronization = Synchronization.Phase
-    traj = Trajectory(7)
-    result = Ruckig(7).calculate(inp, traj)
+    d = np.abs(q1 - q0)
+    moving = d > 1e-12
+    inp = InputParameter(1)
+    inp.current_position, inp.target_position = [0.0], [1.0]
+    inp.current_velocity = inp.current_acceleration = inp.target_velocity = inp.target_acceleration = [0.0]
+    inp.max_velocity = [float(np.min(panda.VELOCITY_LIMITS_RAD_S[moving] * speed_factor / d[moving]))]
+    inp.max_acceleration = [float(np.min(panda.ACCELERATION_LIMITS_RAD_S2[moving] * speed_factor / d[moving]))]
+    inp.max_jerk = [float(np.min(JERK_LIMITS_RAD_S3[moving] * speed_factor**3 / d[moving]))]
+    traj = Trajectory(1)
+    result = Ruckig(1).calculate(inp, traj)
     if result not in (Result.Working, Result.Finished):
-        raise TimingError(f"ruckig: {result} for a segment of {np.max(np.abs(q1 - q0)):.3f} rad")
+        raise TimingError(f"ruckig: {result} for a segment of {np.max(d):.3f} rad")
     return traj
 
 
@@ -52,14 +54,11 @@ def time_path(waypoints_rad: Sequence[np.ndarray], speed_factor: float, samples_
     W = np.asarray(waypoints_rad, dtype=np.float64)
     durations, off = [], 0.0
     for q0, q1 in zip(W[:-1], W[1:], strict=True):
-        d = q1 - q0
-        if np.max(np.abs(d)) < 1e-9:
+        if np.max(np.abs(q1 - q0)) < 1e-12:
             durations.append(0.0)
             continue
         traj = _segment(q0, q1, speed_factor)
         durations.append(float(traj.duration))
-        for t in np.linspace(0.0, traj.duration, samples_per_segment):
-            q = np.asarray(traj.at_time(t)[0])
-            s = float(np.clip((q - q0) @ d / (d @ d), 0.0, 1.0))
-            off = max(off, float(np.max(np.abs(q - (q0 + s * d)))))
-    return TimedPath(W, durations, off)
+        s = np.array([traj.at_time(t)[0][0] for t in np.linspace(0.0, traj.duration, samples_per_segment)])
+        off = max(off, float(np.max(np.maximum(s - 1.0, -s))) * float(np.max(np.abs(q1 - q0))))  # overshoot past an end
+    return TimedPath(W, durations, max(off, 0.0))

