@@ -154,7 +154,7 @@ def test_layering_contracts_hold_and_catch_a_workflow_importing_a_simulated_devi
     lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     ok = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert ok.returncode == 0, ok.stdout[-2000:]
-    assert "Workflows and the twin reach devices only through the HAL interfaces KEPT" in ok.stdout
+    assert "The twin's side reaches devices only through the HAL KEPT" in ok.stdout
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "twinsim", copy / "twinsim", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
@@ -163,4 +163,4 @@ def test_layering_contracts_hold_and_catch_a_workflow_importing_a_simulated_devi
     bad = subprocess.run([lint], cwd=copy, capture_output=True, text=True, timeout=240,
                          env={"PYTHONPATH": str(copy), "PATH": str(Path(sys.executable).parent)})
     assert bad.returncode != 0
-    assert "Workflows and the twin reach devices only through the HAL interfaces BROKEN" in bad.stdout
+    assert "The twin's side reaches devices only through the HAL BROKEN" in bad.stdout

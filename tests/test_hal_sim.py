@@ -77,7 +77,7 @@ def test_a_move_takes_simulated_time_and_the_tracker_sees_it_move(rig, home):
 
 def test_collision_reflex_stops_the_arm_at_the_contact(rig, home):
     room, clock, arm, _ = rig
-    q_bad = home + np.array([0.0, 1.2, 0.0, 0.8, 0.0, 0.0, 0.0])  # swings the guide down into the room
+    q_bad = home + np.array([-0.8, 0.8, 0.0, 0.6, 0.0, 0.0, 0.0])  # reaches out and swings into the C-arm
     with pytest.raises(MotionAborted, match="motion aborted \\(collision reflex\\): contact with"):
         arm.move_joints(q_bad, speed_factor=0.5)
     assert arm.has_error() and arm.contact

@@ -44,8 +44,12 @@ def _segment_distance(p: np.ndarray, q: np.ndarray, r: np.ndarray, s: np.ndarray
 
 
 def geoplan(geoms: Sequence[ProjectionGeometry], ideal: dict[str, tuple[np.ndarray, np.ndarray]], settings: GeoPlanSettings,
-            seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray] | str]:
-    """Per side: the triangulated (entry, target), or the reason no path could be given."""
+            seed: int = 0, triangulate_with: Sequence[ProjectionGeometry] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray] | str]:
+    """Per side: the triangulated (entry, target), or the reason no path could be given.
+
+    The clinician draws on images made with ``geoms`` (the truth, where ``ideal`` is); the system
+    triangulates with ``triangulate_with`` (what it knows of the same images, e.g. tracked) when given.
+    """
     rng = np.random.default_rng(seed)
     sides = list(ideal)
     failed: dict[str, str] = {}
@@ -70,6 +74,6 @@ def geoplan(geoms: Sequence[ProjectionGeometry], ideal: dict[str, tuple[np.ndarr
         if s in failed:
             out[s] = failed[s]
             continue
-        pts = triangulate_dlt([g.P for g in geoms], [v[s] for v in clicks])
+        pts = triangulate_dlt([g.P for g in (triangulate_with or geoms)], [v[s] for v in clicks])
         out[s] = (pts[0], pts[1])
     return out

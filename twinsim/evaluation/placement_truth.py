@@ -92,5 +92,6 @@ class SimVerifier:
             ax.imshow(with_steel(true, list(self.needles_ct.values()), radius), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"confirmation {v.name}: {len(self.needles_ct)} cannulas")
             ax.axis("off")
+        carm.park()  # rolled away again after the confirmation shots
         path = write_figure(fig, out / "confirmation_xrays.png")
         return {"outputs": [str(path)], "confirmation_views": [v.name for v in rehearsal.s.views]}

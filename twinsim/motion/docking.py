@@ -77,6 +77,15 @@ def line_of_sight(planner: MotionPlanner, q_rad: np.ndarray, T_tool_marker_mm: n
     return hit[0] < 0
 
 
+def _first_solution(planner: MotionPlanner, T_ref_tool_mm: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray | None:
+    for seed in seeds:
+        try:
+            return planner.ik_tool(T_ref_tool_mm, seed)
+        except IKError:
+            continue
+    return None
+
+
 def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm: np.ndarray, envelope: PatientEnvelope,
               q_seeds_rad: list[np.ndarray], settings: DockSettings | None = None, T_tool_marker_mm: np.ndarray | None = None,
               camera_ref_mm: np.ndarray | None = None) -> DockPlan:
@@ -95,23 +104,11 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
     why: dict[str, int] = {}
     for roll in np.arange(s.rolls) * 2 * np.pi / s.rolls:
         T_dock, T_app = tool_frame(dock_tip, axis, roll), tool_frame(approach_tip, axis, roll)
-        q_dock = None
-        for seed in ([best.q_dock_rad] if best is not None else []) + q_seeds_rad:
-            try:
-                q_dock = planner.ik_tool(T_dock, seed)
-                break
-            except IKError:
-                continue
+        q_dock = _first_solution(planner, T_dock, ([best.q_dock_rad] if best is not None else []) + q_seeds_rad)
         if q_dock is None:
             why["docked pose out of reach"] = why.get("docked pose out of reach", 0) + 1
             continue
-        q_app = None
-        for seed in [q_dock, *q_seeds_rad]:
-            try:
-                q_app = planner.ik_tool(T_app, seed)
-                break
-            except IKError:
-                continue
+        q_app = _first_solution(planner, T_app, [q_dock, *q_seeds_rad])
         if q_app is None:
             why["approach pose out of reach"] = why.get("approach pose out of reach", 0) + 1
             continue

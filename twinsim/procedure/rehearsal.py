@@ -111,8 +111,11 @@ class Verifier(Protocol):
 
 class Rehearsal:
     def __init__(self, dev: Any, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
-                 verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None) -> None:
+                 verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None,
+                 plan_source: Callable[[Rehearsal], VertebraPlan] | None = None) -> None:
+        """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
         self.dev, self.out, self.s = dev, Path(out), settings or RehearsalSettings()
+        self.plan_source = plan_source
         self.cal = calibration
         self.verify = verify
         self.progress = progress
@@ -209,8 +212,11 @@ class Rehearsal:
         if self.cal.carm is None:
             raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
         state = TwinSync(dev.tracker, dev.arm, dev.model, self.cal).update()
+        if NEEDLE_MARKER in state.missing:
+            raise TrackingLost("cannot check the calibration against the room: the needle guide (or the patient reference) "
+                               "is not tracked; clear the camera's line of sight to both")
         gap = float(np.linalg.norm(state.needle_tip_ref_mm - state.needle_tip_from_joints_ref_mm))
-        if not np.isfinite(gap) or gap > CALIBRATION_CHECK_MM:
+        if gap > CALIBRATION_CHECK_MM:
             raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put it "
                                    f"(limit {CALIBRATION_CHECK_MM:g} mm): this calibration is not this room's; run `twinsim calibrate`")
         return {"source": source, "guide_tip_tracked_vs_joints_mm": gap}
@@ -265,7 +271,8 @@ class Rehearsal:
 
         marks = load_model(r.model_name).annotation_points(r.vertices_mm)
         self.reg.landmarks = marks
-        plan = plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame)
+        plan = (self.plan_source(self) if self.plan_source is not None
+                else plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame))
         self.reg.plan = plan
         rec.outputs.append(str(save_plan(self.out / f"{self.level}_plan.json", plan, self.level, {"procedure": "rehearsal"})))
         rec.outputs.append(str(write_plan_picture(self.out / f"{self.level}_plan.png", plan, r.vertices_mm, r.faces, marks,
@@ -317,12 +324,15 @@ class Rehearsal:
         self.world = world
         self.planner = MotionPlanner(world, dev.model, self.cal.T_flange_tool, self.s.speed_factor, seed=self.s.seed)
         self.guarded = GuardedArm(dev.arm, world, self.motion_log)
-        # The check's speed on this twin: 200 configurations along the robot's present joints.
+        # The check's speed on this twin: a 200-waypoint trajectory from where the robot stands (median of 5).
         q = dev.arm.read_joints_rad()
-        probe = world.check_path([q, q + np.r_[0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] * (1 if q[0] < 0 else -1)])
+        traj = list(np.linspace(q, q + np.r_[0.5, 0.2, 0.0, 0.3, 0.0, 0.2, 0.0] * (1 if q[0] < 0 else -1), 200))
+        probe = [world.check_path(traj) for _ in range(5)]
         return {"skin_touches_used": envelope.touches, "table_top_above_floor_mm": table.top_height_mm,
                 "envelope_vertices": len(envelope.vertices_ref_mm), "navigation_robot": nav, "twin_bodies": world.bodies,
-                "check_probe": {"configurations": probe.configurations, "ms": probe.seconds * 1000.0}}
+                "check_200_waypoints": {"configurations": probe[0].configurations, "passed": probe[0].ok,
+                                        "median_ms": float(np.median([p.seconds for p in probe]) * 1000.0),
+                                        "bodies": len(world.bodies) + 1}}
 
     def _reach(self, rec: StepRecord) -> dict[str, Any]:
         plan = self.reg.plan

@@ -1,0 +1,193 @@
+"""``twinsim bench rehearse``: seeded rehearsals end to end, scored in the true anatomy.
+
+Evaluation code. One simulated rig (the scene's room, its error budget, the committed
+calibration when the scene is the rig's own, else calibrated once) carries every case: random
+view pairs on the side where the tracker sees the C-arm's marker and the C-arm clears
+everything, clicks of each ``--click-sigma-mm``. Per case: success (both guides placed and
+breach-free in the true bone), each needle's tip and axis error against the plan, motions
+refused and sent, wall time per step. A 2D-GeoPlan row (paths drawn in both X-rays from the
+ideal ones, triangulated with the tracked geometry) runs the same pairs at the first click
+level. The figures include everything: tracking, both calibrations, the reconstruction, the
+plan, the robot and the closed loop.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from twinsim.bench.plan import wilson_interval
+from twinsim.bench.recon_tracked import TRACKED_LAO_RANGE_DEG
+from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
+from twinsim.evaluation.placement_truth import SimVerifier
+from twinsim.hal.errors import HalError
+from twinsim.hal.interfaces import CArmView
+from twinsim.hal.open_rig import open_rig
+from twinsim.hal.rig import SimRig, load_rig
+from twinsim.imaging.views import sample_view_pairs
+from twinsim.planning.planner import PathPlan, VertebraPlan
+from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+from twinsim.report import num, table, write_json
+from twinsim.twin.calibration_set import load_calibration
+
+SIDES = ("left", "right")
+
+
+def _allowed_pairs(dev: Any, n: int, seed: int) -> tuple[list[tuple[CArmView, CArmView]], list[dict[str, Any]]]:
+    """``n`` random pairs the room allows (the C-arm reaches both views without touching anything)."""
+    pairs, refused, k = [], [], 0
+    while len(pairs) < n and k < 20:
+        for a, b in sample_view_pairs(n, seed=seed + 101 * k, lao_range_deg=TRACKED_LAO_RANGE_DEG):
+            views = (CArmView(a.name, a.lao_deg, a.cranial_deg), CArmView(b.name, b.lao_deg, b.cranial_deg))
+            try:
+                for v in views:
+                    dev.carm.move_to(v)
+            except HalError as exc:
+                refused.append({"views": [v.name for v in views], "why": str(exc)})
+                continue
+            pairs.append(views)
+            if len(pairs) == n:
+                break
+        k += 1
+    dev.carm.park()
+    return pairs, refused
+
+
+def geoplan_source(verifier: SimVerifier, click_sigma_mm: float, seed: int) -> Any:
+    """The 2D-GeoPlan baseline as the rehearsal's plan: ideal paths drawn in both X-rays, triangulated in ``ref``."""
+    def make(reh: Rehearsal) -> VertebraPlan:
+        truth = verifier.truth(reh.s.plan)
+        T_ref_ct = np.linalg.inv(verifier._T_ct_ref_mm())
+        ideal = {s: tuple(T_ref_ct[:3, :3] @ x + T_ref_ct[:3, 3] for x in (p.entry_mm, p.target_mm))
+                 for s, p in truth.ceiling.paths.items()}
+        true_ref = [g.in_frame(T_ref_ct, "ref") for g in (verifier.dev.carm.true_geometry(a) for a in reh.reg.acquisitions)]
+        drawn = geoplan(true_ref, ideal, GeoPlanSettings(click_sigma_mm=click_sigma_mm,
+                                                         cannula_diameter_mm=reh.s.plan.cannula_diameter_mm), seed,
+                        triangulate_with=[a.geometry for a in reh.reg.acquisitions])
+        paths = {}
+        for side, d in drawn.items():
+            if isinstance(d, str):
+                paths[side] = PathPlan(side, ideal[side][0], ideal[side][1], "2D-GeoPlan", safe=False, reasons=[d])
+            else:
+                paths[side] = PathPlan(side, d[0], d[1], "2D-GeoPlan", safe=True)  # the baseline has no 3D check
+        return VertebraPlan(paths, float("nan"), reh.s.plan, "ref")
+    return make
+
+
+def _case_row(r: Rehearsal, wall_s: float) -> dict[str, Any]:
+    log = r.log
+    steps = {s.name: s.seconds for s in log.steps}
+    truth = {side: g.truth for side, g in r.placed.items() if g.truth}
+    placed = r.succeeded
+    safe = placed and all(not truth[s]["breach"] and truth[s]["tip_in_body"] for s in SIDES if s in truth) and len(truth) == 2
+    m = log.meta.get("motions", {})
+    survey = next((s.figures for s in log.steps if s.name == "survey"), {})
+    return {"outcome": log.outcome, "placed": placed, "success": bool(safe),
+            "tip_error_mm": {s: t["tip_error_mm"] for s, t in truth.items()},
+            "axis_error_deg": {s: t["axis_error_deg"] for s, t in truth.items()},
+            "breach": {s: t["breach"] for s, t in truth.items()}, "clearance_mm": {s: t["clearance_mm"] for s, t in truth.items()},
+            "plan_safe_in_truth": {s: t["plan_safe_in_truth"] for s, t in truth.items()},
+            "motions_sent": m.get("sent", 0), "motions_refused": m.get("refused", 0),
+            "motions_sent_without_passed_check": m.get("sent_without_passed_check", 0),
+            "check_200_waypoints_ms": survey.get("check_200_waypoints", {}).get("median_ms"),
+            "twin_bodies": survey.get("check_200_waypoints", {}).get("bodies"),
+            "recommendation": log.recommendation, "step_s": steps, "wall_s": wall_s}
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n, k = len(rows), sum(r["success"] for r in rows)
+    tips = [v for r in rows for v in r["tip_error_mm"].values()]
+    axes = [v for r in rows for v in r["axis_error_deg"].values()]
+    steps: dict[str, list[float]] = {}
+    for r in rows:
+        for name, sec in r["step_s"].items():
+            steps.setdefault(name, []).append(sec)
+    return {"cases": n, "successes": k, "success_rate": k / n if n else None, "success_ci95": wilson_interval(k, n),
+            "placed": sum(r["placed"] for r in rows),
+            "tip_error_mm": {"median": _q(tips, 50), "p95": _q(tips, 95), "max": max(tips) if tips else None},
+            "axis_error_deg": {"median": _q(axes, 50), "p95": _q(axes, 95), "max": max(axes) if axes else None},
+            "motions_sent": sum(r["motions_sent"] for r in rows), "motions_refused": sum(r["motions_refused"] for r in rows),
+            "motions_sent_without_passed_check": sum(r["motions_sent_without_passed_check"] for r in rows),
+            "step_s_median": {k_: float(np.median(v)) for k_, v in steps.items()},
+            "outcomes": sorted({r["outcome"] for r in rows if not r["success"]})}
+
+
+def _q(v: list[float], q: float) -> float | None:
+    return float(np.percentile(v, q)) if v else None
+
+
+def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int = 0, click_sigmas_mm: tuple[float, ...] = (1.0, 3.0),
+                       with_geoplan: bool = True, out_dir: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    rig = load_rig(None)
+    assert isinstance(rig, SimRig)
+    cal = load_calibration(rig.calibration) if scenario is None and rig.calibration and rig.calibration.is_file() else None
+    if scenario is not None:
+        rig = rig.model_copy(update={"scene": Path(scenario).resolve()})
+    cases_dir = out_dir or Path("out/bench_rehearse_cases")
+    rows: dict[str, list[dict[str, Any]]] = {}
+    with open_rig(rig, progress=False) as dev:
+        verifier = SimVerifier(dev, dev.target_level)
+        pairs, refused = _allowed_pairs(dev, n_pairs, seed)
+        runs = [(f"ours, clicks {s:g} mm", s, None) for s in click_sigmas_mm]
+        if with_geoplan:
+            runs.append((f"2D-GeoPlan, clicks {click_sigmas_mm[0]:g} mm", click_sigmas_mm[0], "geoplan"))
+        bar = tqdm(total=len(runs) * len(pairs), desc="rehearsals", unit="case", disable=progress is False)
+        for name, sigma, source in runs:
+            rows[name] = []
+            for k, pair in enumerate(pairs):
+                case_seed = seed * 1000 + k
+                dev.operator.click_sigma_mm = sigma
+                dev.operator.rng = np.random.default_rng(case_seed)
+                plan_source = geoplan_source(verifier, sigma, case_seed) if source == "geoplan" else None
+                reh = Rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
+                                RehearsalSettings(views=pair, seed=case_seed), cal, verifier, echo=lambda s: None,
+                                plan_source=plan_source)
+                t0 = time.perf_counter()
+                reh.run()
+                cal = reh.cal  # the first case may have calibrated: the rest reuse it
+                rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
+                                   **_case_row(reh, time.perf_counter() - t0)})
+                bar.update()
+        bar.close()
+    checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]
+    bodies = sorted({r["twin_bodies"] for rs in rows.values() for r in rs if r["twin_bodies"]})
+    return {"benchmark": "rehearse", "scenario": scenario or "scenarios/default.yaml", "seed": seed, "pairs": len(pairs),
+            "refused_pairs": refused, "machine": {"platform": platform.platform()},
+            "collision_check_200_waypoints_ms": {"median": float(np.median(checks)) if checks else None,
+                                                 "twin_bodies": bodies, "note": "median of each rehearsal's median of 5"},
+            "summary": {name: _summary(rs) for name, rs in rows.items()}, "cases": rows}
+
+
+def format_rehearse_bench(r: dict[str, Any]) -> str:
+    rows = []
+    for name, s in r["summary"].items():
+        lo, hi = s["success_ci95"]
+        rows.append([name, f"{s['successes']}/{s['cases']}", f"{100 * (s['success_rate'] or 0):.0f} % [{100 * lo:.0f}-{100 * hi:.0f}]",
+                     s["placed"], num(s["tip_error_mm"]["median"], ".2f") + " / " + num(s["tip_error_mm"]["max"], ".2f"),
+                     num(s["axis_error_deg"]["median"], ".2f") + " / " + num(s["axis_error_deg"]["max"], ".2f"),
+                     s["motions_sent"], s["motions_refused"], s["motions_sent_without_passed_check"]])
+    t = table(["method", "success", "rate [95 % CI]", "both placed", "tip mm med/max", "axis deg med/max", "motions sent",
+               "refused", "sent unchecked"], rows)
+    c = r["collision_check_200_waypoints_ms"]
+    steps = next(iter(r["summary"].values()))["step_s_median"] if r["summary"] else {}
+    lines = [t, f"collision check of a 200-waypoint trajectory: median {num(c['median'], '.1f')} ms with {c['twin_bodies']} bodies "
+                f"in the twin (robot included)",
+             "median wall time per step (s): " + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())]
+    for name, s in r["summary"].items():
+        for o in s["outcomes"]:
+            lines.append(f"{name}: not a success: {o[:160]}")
+    return "\n".join(lines)
+
+
+def main(scenario: str | None, out: Path, n_pairs: int, seed: int, click_sigmas_mm: tuple[float, ...], with_geoplan: bool) -> int:
+    print(f"twinsim bench rehearse: {n_pairs} random view pairs, clicks {', '.join(f'{s:g}' for s in click_sigmas_mm)} mm"
+          f"{', plus 2D-GeoPlan' if with_geoplan else ''}; error budget as the scene says")
+    r = run_rehearse_bench(scenario, n_pairs, seed, click_sigmas_mm, with_geoplan, out.parent / f"{out.stem}_cases")
+    print(format_rehearse_bench(r))
+    print(f"wrote {write_json(out, r)}")
+    return 0
