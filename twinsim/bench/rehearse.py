@@ -34,12 +34,17 @@ from twinsim.planning.planner import PathPlan, VertebraPlan
 from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
 from twinsim.report import num, table, write_json
 from twinsim.twin.calibration_set import load_calibration
+from twinsim.twin.sync import CARM_MARKER, REFERENCE
+from twinsim.twin.tracker_view import ToolIndex
+from twinsim.workflows.calibration import read_frames
 
 SIDES = ("left", "right")
 
 
 def _allowed_pairs(dev: Any, n: int, seed: int) -> tuple[list[tuple[CArmView, CArmView]], list[dict[str, Any]]]:
-    """``n`` random pairs the room allows (the C-arm reaches both views without touching anything)."""
+    """``n`` random pairs the room allows: the C-arm reaches both views without touching anything, and the
+    tracker sees its marker there (without it no tracked X-ray can be taken)."""
+    idx = ToolIndex(dev.tracker)
     pairs, refused, k = [], [], 0
     while len(pairs) < n and k < 20:
         for a, b in sample_view_pairs(n, seed=seed + 101 * k, lao_range_deg=TRACKED_LAO_RANGE_DEG):
@@ -47,6 +52,7 @@ def _allowed_pairs(dev: Any, n: int, seed: int) -> tuple[list[tuple[CArmView, CA
             try:
                 for v in views:
                     dev.carm.move_to(v)
+                    idx.pose_in(read_frames(dev.tracker, 5), CARM_MARKER, REFERENCE)
             except HalError as exc:
                 refused.append({"views": [v.name for v in views], "why": str(exc)})
                 continue
