@@ -68,7 +68,7 @@ def geoplan_source(verifier: SimVerifier, click_sigma_mm: float, seed: int) -> A
     """The 2D-GeoPlan baseline as the rehearsal's plan: ideal paths drawn in both X-rays, triangulated in ``ref``."""
     def make(reh: Rehearsal) -> VertebraPlan:
         truth = verifier.truth(reh.s.plan)
-        T_ref_ct = np.linalg.inv(verifier._T_ct_ref_mm())
+        T_ref_ct = np.linalg.inv(verifier.T_ct_ref_mm())
         ideal = {s: tuple(T_ref_ct[:3, :3] @ x + T_ref_ct[:3, 3] for x in (p.entry_mm, p.target_mm))
                  for s, p in truth.ceiling.paths.items()}
         true_ref = [g.in_frame(T_ref_ct, "ref") for g in (verifier.dev.carm.true_geometry(a) for a in reh.reg.acquisitions)]

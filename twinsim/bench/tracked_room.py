@@ -21,6 +21,7 @@ import numpy as np
 from twinsim import frames
 from twinsim.anatomy.ct import CTVolume, load_ct
 from twinsim.anatomy.patient import Patient
+from twinsim.evaluation.placement_truth import true_T_world_ref_mm
 from twinsim.hal.interfaces import CArmView
 from twinsim.hal.sim.arm import SimArm
 from twinsim.hal.sim.carm import SimCArm
@@ -32,7 +33,6 @@ from twinsim.imaging.acquisition import Acquisition
 from twinsim.robot import panda
 from twinsim.robot.nominal import NominalPanda
 from twinsim.sim.carm_imaging import carm_projection
-from twinsim.sim.hand_held import measured_pose_m, tool
 from twinsim.sim.markers_in_room import room_tracker
 from twinsim.sim.scene_config import SceneConfig, load_scene_config
 from twinsim.sim.world import OperatingRoom, build_operating_room, scene_patient_files
@@ -40,7 +40,6 @@ from twinsim.tracking.carm_calibration import CArmCalibrationResult
 from twinsim.tracking.fiducials import patient_registration_target
 from twinsim.tracking.vega_sim import SimulatedVega
 from twinsim.twin.calibration_set import CalibrationSet
-from twinsim.twin.sync import REFERENCE
 from twinsim.workflows.calibration import SessionSettings, run_calibration
 from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
 from twinsim.workflows.tracked_xray import acquire_tracked
@@ -73,7 +72,7 @@ class TrackedRoom:
     def T_world_ref_mm(self) -> np.ndarray:
         """The reference marker's frame as an error-free tracker would report it: its definition fitted to its
         spheres as built (a rigid offset from the definition's frame when the spheres are off, fixed to the body)."""
-        return frames.scale_translation(measured_pose_m(tool(self.vega, REFERENCE)), 1000.0)
+        return true_T_world_ref_mm(self.vega)
 
     def T_ref_ct_true(self) -> np.ndarray:
         return frames.invert(self.T_world_ref_mm()) @ frames.scale_translation(self.room.T_world_ct, 1000.0)

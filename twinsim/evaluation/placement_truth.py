@@ -52,7 +52,7 @@ class SimVerifier:
                                        settings, landmarks=self.dev.operator.landmarks_of_level(self.level))
         return self._truth
 
-    def _T_ct_ref_mm(self) -> np.ndarray:
+    def T_ct_ref_mm(self) -> np.ndarray:
         return frames.invert(frames.scale_translation(self.room.T_world_ct, 1000.0)) @ true_T_world_ref_mm(self.vega)
 
     def guide(self, rehearsal: Any, placed: Any) -> dict[str, Any]:
@@ -63,7 +63,7 @@ class SimVerifier:
         planned_axis = (placed.planned_target_mm - placed.planned_entry_mm) / np.linalg.norm(placed.planned_target_mm - placed.planned_entry_mm)
         # The needle's line in the bone: from the planned entry's foot on the true line to the true tip.
         foot = tip + axis * float((placed.planned_entry_mm - tip) @ axis)
-        T_ct_ref = self._T_ct_ref_mm()
+        T_ct_ref = self.T_ct_ref_mm()
         line_ct = (frames.transform_points(T_ct_ref, foot), frames.transform_points(T_ct_ref, needle_tip))
         skin_ct = frames.transform_points(T_ct_ref, tip)
         self.needles_ct[placed.side] = (skin_ct, line_ct[1])

@@ -81,6 +81,7 @@ class Registration:
     image_paths: list[Path]
     clicks: Clicks | None = None
     reconstruction: Any = None
+    model: Any = None  # the shape model it was fitted with
     plan: VertebraPlan | None = None
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # the model's points on the reconstruction
     table: TableModel | None = None
@@ -253,7 +254,7 @@ class Rehearsal:
         from twinsim.anatomy.ssm import load_model
         from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
 
-        model = load_model(default_model_name(self.level))
+        model = self.reg.model = load_model(default_model_name(self.level))
         r = reconstruct(model, self.reg.acquisitions, self.reg.clicks, self.s.fit_settings or FitSettings(),
                         progress=bool(self.progress))
         self.reg.reconstruction = r
@@ -267,9 +268,7 @@ class Rehearsal:
         from twinsim.planning.plan_file import save_plan
 
         r = self.reg.reconstruction
-        from twinsim.anatomy.ssm import load_model
-
-        marks = load_model(r.model_name).annotation_points(r.vertices_mm)
+        marks = self.reg.model.annotation_points(r.vertices_mm)
         self.reg.landmarks = marks
         plan = (self.plan_source(self) if self.plan_source is not None
                 else plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame))

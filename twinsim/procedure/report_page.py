@@ -34,7 +34,7 @@ def twin_view(rehearsal: Any, size_px: tuple[int, int] = (640, 480)) -> np.ndarr
         rgba = (0.85, 0.15, 0.15, 1) if side == "left" else (0.15, 0.3, 0.9, 1)
         vis = pb.createVisualShape(pb.GEOM_CYLINDER, radius=0.0025, length=length * 1e-3, rgbaColor=rgba, physicsClientId=c)
         rods.append(pb.createMultiBody(0, -1, vis, mid.tolist(), frames.matrix_to_quat_xyzw(R).tolist(), physicsClientId=c))
-    placed = [g for g in rehearsal.placed.values()]
+    placed = list(rehearsal.placed.values())
     if placed:
         world.set_joints(placed[-1].dock.q_dock_rad)
     elif rehearsal.docks:
