@@ -24,7 +24,7 @@ def _write(tmp_path, data, name="rig.yaml"):
 
 def test_shipped_rigs_load_and_resolve_paths():
     sim = load_rig(DEFAULT_RIG)
-    assert isinstance(sim, SimRig) and sim.scene == (ROOT / "scenarios" / "default.yaml").resolve()
+    assert isinstance(sim, SimRig) and sim.scene == (ROOT / "scenarios" / "rooms" / "default.yaml").resolve()
     lab = load_rig(HARDWARE_DIR / "lab.example.yaml")
     assert isinstance(lab, LabRig) and lab.tracker.port == 8765
     assert lab.tracker.tools["pointer"] == (HARDWARE_DIR / "tools" / "pointer.rom").resolve()

@@ -13,6 +13,7 @@ from twinsim.commands import rehearse as rehearse_command
 from twinsim.frames import FrameError
 from twinsim.hal import command as hal_command
 from twinsim.planning import command as plan_command
+from twinsim.scenario import command as scenario_command
 
 DESCRIPTION = """\
 twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
@@ -272,12 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     rehearse_command.add_parser(sub)
+    scenario_command.add_parser(sub)
 
     r = sub.add_parser("scene", help="build the operating room on the patient, report it, write scene.png",
                        description="Build the scene (patient meshes cached by content), print a summary of the patient, "
                                    "robots, C-arm and collision clearances, and write a PNG snapshot. Exits 1 if any "
                                    "robot touches the patient, table or C-arm.")
-    r.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    r.add_argument("--scene", help="scene YAML (default: scenarios/rooms/default.yaml)")
     r.add_argument("-o", "--out", default="out", help="output folder for scene.png (default: out)")
     r.add_argument("--gui", action="store_true", help="open the PyBullet GUI (needs a display)")
     r.set_defaults(func=cmd_scene)
@@ -308,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0, help="noise seed of the first view (default 0)")
     x.add_argument("--samples", type=int, default=400, help="samples per ray (default 400)")
     x.add_argument("--level", help="vertebra to outline (default: the scene's target)")
-    x.add_argument("--scene", help="scene YAML (default: scenarios/default.yaml)")
+    x.add_argument("--scene", help="scene YAML (default: scenarios/rooms/default.yaml)")
     x.add_argument("--geometry", choices=["truth", "tracked"], default="truth",
                    help="truth (default): each sidecar holds the DRR's exact geometry in ct (simulation and evaluation only); "
                         "tracked: through the rig (--rig), the geometry a rig would have: the C-arm calibration composed "
@@ -384,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"rehearse", "scene", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan",
-                "serve-vega"}
+                "serve-vega", "scenario"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["rehearse", *argv]  # no subcommand: the procedure on the example patient, with any options given
     args = parser.parse_args(argv)

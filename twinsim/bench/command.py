@@ -26,10 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "truth (--seeds N from --seed). "
                                    "rehearse: seeded rehearsals of the whole procedure on random view pairs, clicks of 1 and 3 mm, "
                                    "and a 2D-GeoPlan row; success (both guides placed, breach-free in the true bone), tip and "
-                                   "axis errors, motions refused, wall time per step, the collision check's speed.")
-    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse"], help="which benchmark")
+                                   "axis errors, motions refused, wall time per step, the collision check's speed. "
+                                   "envs: the gymnasium environments' step rates, scripted and random baselines' returns and "
+                                   "success, panda-gym's PandaReach-v3 in the same run, and 2 AsyncVectorEnv workers vs 1 env.")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse", "envs"], help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
-    b.add_argument("--scene", help="scene: scene YAML (default: scenarios/default.yaml)")
+    b.add_argument("--scene", help="scene: scene YAML (default: scenarios/rooms/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
     b.add_argument("--warm-repeats", type=int, default=5, help="scene: warm builds (default 5)")
     b.add_argument("--ct", help="xray, recon, plan: CT NIfTI (default: the example patient)")
@@ -55,7 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "tracker and C-arm calibration, in ref, beside the true geometry on the same images (10 random pairs)")
     b.add_argument("--budget", help="mapping: error-budget terms on, comma-separated, 'none', or 'ablation' (every term "
                                     "alone, all, none); default: as the scene file says")
-    b.add_argument("--scenario", help="rehearse: scene YAML naming the patient and room (default: the rig's)")
+    b.add_argument("--scenario", help="rehearse: scene YAML naming the patient and room (default: the rig's); envs: scenario "
+                                      "YAML whose rig, seed and time-triggered faults the environments use")
+    b.add_argument("--episodes", type=int, default=20, help="envs: NeedleGuideAlign episodes per policy (default 20)")
+    b.add_argument("--view-episodes", type=int, default=4, help="envs: ViewSelection episodes per policy (default 4)")
+    b.add_argument("--vector-steps", type=int, default=100, help="envs: steps for the AsyncVectorEnv comparison (default 100)")
     b.add_argument("--clicks-mm", default="1,3", help="rehearse: click SD levels, comma-separated (default 1,3)")
     b.add_argument("--no-geoplan", action="store_true", help="rehearse: skip the 2D-GeoPlan row")
     b.set_defaults(func=cmd_bench)
@@ -117,6 +123,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             raise SystemExit(f"twinsim bench carm: --seeds must be >= 1 (got {args.seeds})")
         return main(out, list(range(args.seed, args.seed + args.seeds)))
+    if args.what == "envs":
+        from twinsim.bench.envs import main
+
+        main(args.episodes, args.view_episodes, args.vector_steps, args.scenario, Path(args.out) if args.out else None)
+        return 0
     if args.what == "rehearse":
         from twinsim.bench.rehearse import main
 

@@ -162,7 +162,7 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
         bar.close()
     checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]
     bodies = sorted({r["twin_bodies"] for rs in rows.values() for r in rs if r["twin_bodies"]})
-    return {"benchmark": "rehearse", "scenario": scenario or "scenarios/default.yaml", "seed": seed, "pairs": len(pairs),
+    return {"benchmark": "rehearse", "scenario": scenario or "scenarios/rooms/default.yaml", "seed": seed, "pairs": len(pairs),
             "refused_pairs": refused, "machine": {"platform": platform.platform()},
             "collision_check_200_waypoints_ms": {"median": float(np.median(checks)) if checks else None,
                                                  "twin_bodies": bodies, "note": "median of each rehearsal's median of 5"},

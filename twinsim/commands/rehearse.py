@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", help="scene YAML for a simulated rig (default: the rig's; scenarios/default.yaml)")
+    p.add_argument("--scenario", help="scene YAML for a simulated rig (default: the rig's; scenarios/rooms/default.yaml)")
     p.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
     p.add_argument("--level", help="target vertebra (default: the scene's)")
     p.add_argument("--views", default="AP,RAO60", help="the two X-ray views, comma-separated (default AP,RAO60: where the "

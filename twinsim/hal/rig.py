@@ -35,7 +35,7 @@ class SimRig(_Strict):
     format: Literal["twinsim-rig/1"]
     name: str
     kind: Literal["sim"]
-    scene: Path | None = None  # None: scenarios/default.yaml
+    scene: Path | None = None  # None: scenarios/rooms/default.yaml
     seed: int = 0
     calibration: Path | None = None
     carm: SimCArmSettings = SimCArmSettings()

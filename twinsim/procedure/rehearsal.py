@@ -212,15 +212,27 @@ class Rehearsal:
             source = "loaded"
         if self.cal.carm is None:
             raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
-        state = TwinSync(dev.tracker, dev.arm, dev.model, self.cal).update()
+        gap = self._guide_gap_mm()
+        figures: dict[str, Any] = {"source": source}
+        if gap > CALIBRATION_CHECK_MM:
+            # The cart is wheeled to each patient: the base may stand elsewhere than at calibration while the
+            # tool calibrations (hand-eye, guide, pointer) still hold. Its flange marker says where it is now.
+            moved = self._reregister_base(None)["base_moved_in_ref_mm"]
+            gap_after = self._guide_gap_mm()
+            if gap_after > CALIBRATION_CHECK_MM:
+                raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put "
+                                       f"it, {gap_after:.1f} mm with the base registered again from its flange marker (limit "
+                                       f"{CALIBRATION_CHECK_MM:g} mm): this calibration is not this room's; run `twinsim calibrate`")
+            figures.update(cart_moved_since_calibration_mm=moved, guide_tip_before_base_registration_mm=gap)
+            gap = gap_after
+        return {**figures, "guide_tip_tracked_vs_joints_mm": gap}
+
+    def _guide_gap_mm(self) -> float:
+        state = TwinSync(self.dev.tracker, self.dev.arm, self.dev.model, self.cal).update()
         if NEEDLE_MARKER in state.missing:
             raise TrackingLost("cannot check the calibration against the room: the needle guide (or the patient reference) "
                                "is not tracked; clear the camera's line of sight to both")
-        gap = float(np.linalg.norm(state.needle_tip_ref_mm - state.needle_tip_from_joints_ref_mm))
-        if gap > CALIBRATION_CHECK_MM:
-            raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put it "
-                                   f"(limit {CALIBRATION_CHECK_MM:g} mm): this calibration is not this room's; run `twinsim calibrate`")
-        return {"source": source, "guide_tip_tracked_vs_joints_mm": gap}
+        return float(np.linalg.norm(state.needle_tip_ref_mm - state.needle_tip_from_joints_ref_mm))
 
     def _xrays(self, rec: StepRecord) -> dict[str, Any]:
         dev = self.dev
@@ -248,7 +260,15 @@ class Rehearsal:
             source = "marked by the operator"
         self.reg.clicks = clicks
         rec.outputs.append(str(clicks.save(self.out / "clicks.json")))
-        return {"source": source, "landmarks": sorted(clicks.views[0])}
+        counts = [len(v) for v in clicks.views]
+        common = set(clicks.views[0]) & set(clicks.views[1])
+        backup = "body_centroid" in common and bool(common & {"superior_endplate_centre", "inferior_endplate_centre"})
+        if len(common) < 3 and not backup:
+            k = int(np.argmin(counts))
+            raise RehearsalError(f"only {len(common)} landmark(s) are marked in both X-rays ({counts[k]} in view {k + 1}, "
+                                 f"{self.s.views[k].name}); the reconstruction needs at least 3 in both, or the body centroid "
+                                 "and an endplate centre: mark them again, or take that view again")
+        return {"source": source, "landmarks": sorted(clicks.views[0]), "per_view": counts, "in_both": len(common)}
 
     def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
         from twinsim.anatomy.ssm import load_model
@@ -400,7 +420,7 @@ class Rehearsal:
         self._move(motions[-1], watch, rec)
         return figures
 
-    def _reregister_base(self, rec: StepRecord) -> dict[str, Any]:
+    def _reregister_base(self, rec: StepRecord | None) -> dict[str, Any]:
         """The robot's base in the moved reference, from its flange marker at one pose (hand-eye kept)."""
         dev = self.dev
         f = read_frames(dev.tracker, 30)

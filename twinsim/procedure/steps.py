@@ -45,6 +45,7 @@ class ProcedureLog:
     outcome: str = "running"
     recommendation: dict[str, Any] | None = None
     echo: Callable[[str], None] = print
+    on_step: Callable[[str, str], None] | None = None  # (step name, "start" | "end"): scripted scenarios hook here
 
     def write(self) -> Path:
         return write_json(self.path, self.to_dict())
@@ -63,6 +64,8 @@ class ProcedureLog:
         self.echo(f"[{n:>2}] {title} ...")
         t0 = time.perf_counter()
         try:
+            if self.on_step is not None:
+                self.on_step(name, "start")
             rec.figures.update(fn(rec) or {})
             rec.state = "done"
         except catch as exc:
@@ -71,5 +74,7 @@ class ProcedureLog:
         finally:
             rec.seconds = time.perf_counter() - t0
             self.write()
+            if self.on_step is not None:
+                self.on_step(name, "end")
             self.echo(f"[{n:>2}] {title}: {rec.state} in {rec.seconds:.1f} s" + (f" - {rec.error}" if rec.error else ""))
         return rec

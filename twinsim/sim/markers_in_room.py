@@ -40,7 +40,7 @@ def _parent_pose(room: OperatingRoom, mount: dict, name: str) -> Callable[[], np
     if attach == "patient":
         tip = spinous_tip_world_m(room, str(mount.get("level", room.config.patient.target_level)))
         T = frames.make_transform(t=tip)
-        return lambda: T
+        return lambda: room.patient_motion() @ T  # clamped to the bone: it moves with the patient
     if attach == "world":
         return lambda: np.eye(4)
     if attach == "carm":

@@ -1,6 +1,6 @@
 """The scene file: every pose and dimension of the operating room, read and checked here (schema: ``scene_schema``).
 
-A scene is a YAML file in ``scenarios/``. Lengths are metres and angles degrees unless a key
+A scene is a YAML file in ``scenarios/rooms/``. Lengths are metres and angles degrees unless a key
 says otherwise (``_rad``, ``_mm``). Errors name the file and the key.
 """
 
@@ -18,7 +18,7 @@ from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, Tracker
 from twinsim.sim import scene_schema as schema
 
 SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
-DEFAULT_SCENE = SCENARIOS_DIR / "default.yaml"
+DEFAULT_SCENE = SCENARIOS_DIR / "rooms" / "default.yaml"
 
 
 class SceneConfigError(ValueError):
@@ -151,7 +151,7 @@ class SceneConfig:
     gravity_m_s2: np.ndarray
     image_size: tuple[int, int]
     views: list[ViewConfig] = field(default_factory=list)
-    markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/default.yaml)
+    markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/rooms/default.yaml)
     error_budget: ErrorBudgetConfig = field(default_factory=lambda: ErrorBudgetConfig(frozenset()))
 
 

@@ -33,7 +33,8 @@ def render_anatomy(room: OperatingRoom, view: ViewConfig, size: tuple[int, int])
     try:
         return render_view(room, view, size)
     finally:
-        pb.resetBasePositionAndOrientation(room.skin_body, [0, 0, 0], [0, 0, 0, 1], physicsClientId=room.client)
+        p, q = frames.transform_to_pose(room.patient_motion())
+        pb.resetBasePositionAndOrientation(room.skin_body, p, q, physicsClientId=room.client)
 
 
 def write_snapshot(room: OperatingRoom, path: str | Path, title: str = "") -> Path:

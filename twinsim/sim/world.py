@@ -90,6 +90,7 @@ class OperatingRoom:
     T_world_carm: np.ndarray = field(default_factory=lambda: np.eye(4))
     vertebra_bodies: dict[str, int] = field(default_factory=dict)
     skin_body: int = -1
+    T_world_ct_built: np.ndarray | None = None  # where the patient's meshes were baked (patient motion moves from there)
 
     # ---- state -------------------------------------------------------------------------
     def target_world_m(self) -> np.ndarray:
@@ -160,6 +161,25 @@ class OperatingRoom:
         T = frames.make_transform(t=[0.0, 0.0, -10.0]) @ self.T_world_carm if parked else self.T_world_carm
         p, q = frames.transform_to_pose(T)
         pb.resetBasePositionAndOrientation(self.carm_body, p, q, physicsClientId=self.client)
+
+    def patient_motion(self) -> np.ndarray:
+        """The patient's rigid motion since the room was built (world metres; identity when still)."""
+        base = self.T_world_ct if self.T_world_ct_built is None else self.T_world_ct_built
+        return self.T_world_ct @ frames.invert(base)
+
+    def move_patient(self, T_motion_m: np.ndarray) -> None:
+        """Put the patient (skin, bones, and what is clamped to them) at ``T_motion_m`` from where it was built.
+
+        A rigid motion in the world (a bump, a slide on the table, a breath); the meshes were baked
+        in world coordinates, so each body's base pose is the motion itself.
+        """
+        if self.T_world_ct_built is None:
+            self.T_world_ct_built = self.T_world_ct.copy()
+        T = np.asarray(T_motion_m, dtype=np.float64)
+        self.T_world_ct = T @ self.T_world_ct_built
+        p, q = frames.transform_to_pose(T)
+        for b in self.bodies.get("patient", []):
+            pb.resetBasePositionAndOrientation(b, p, q, physicsClientId=self.client)
 
     # ---- collision ---------------------------------------------------------------------
     def clearance(self, group_a: str, group_b: str, query_m: float = CLEARANCE_QUERY_M) -> PairClearance:

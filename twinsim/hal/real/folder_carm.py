@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from twinsim.hal.errors import ConnectionLost, HalError, RigFileError
+from twinsim.hal.exposure_file import read_exposure
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
@@ -44,20 +45,6 @@ def view_geometry(calibration: dict[str, Any], view: str) -> ProjectionGeometry:
                                   str(calibration.get("frame", "ref")), tuple(float(v) for v in g.get("principal_offset_mm", (0, 0))))
     except (KeyError, TypeError, ValueError) as exc:
         raise RigFileError(f"C-arm calibration of view {view!r}: bad or missing geometry entry ({exc})") from exc
-
-
-def read_image(path: Path) -> np.ndarray:
-    """A detector image as float32 (DICOM through pydicom, PNG through Pillow)."""
-    if path.suffix.lower() == ".dcm":
-        import pydicom
-
-        ds = pydicom.dcmread(path)
-        img = ds.pixel_array.astype(np.float32)
-        return img * float(getattr(ds, "RescaleSlope", 1.0)) + float(getattr(ds, "RescaleIntercept", 0.0))
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("F"), dtype=np.float32)
 
 
 class FolderCArm:
@@ -90,12 +77,7 @@ class FolderCArm:
                 path = new[0]
                 self._seen.add(path.name)
                 geom = view_geometry(self.calibration, self.view.name)
-                image = read_image(path)
-                if image.shape != (geom.height_px, geom.width_px):
-                    raise HalError(self.name, f"{path.name} is {image.shape[1]}x{image.shape[0]} px; the calibration of "
-                                              f"{self.view.name} is {geom.width_px}x{geom.height_px}")
-                lo, hi = float(image.min()), float(image.max())
-                image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)  # bright = attenuating, as exported
+                image = read_exposure(path, geom.width_px, geom.height_px, self.name, self.view.name)
                 return Acquisition(image=image, geometry=geom,
                                    view={"name": self.view.name, "lao_deg": self.view.lao_deg,
                                          "cranial_deg": self.view.cranial_deg},

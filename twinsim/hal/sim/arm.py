@@ -104,6 +104,12 @@ class SimArm(SimulatedArm):
             self._trajectory = None
             self._pending = MotionAborted(self.name, "motion aborted (stopped): a stop command ended the motion")
 
+    def trip_reflex(self, why: str) -> None:
+        """A reflex from outside the plan (a push on a link, a cable caught): the arm stops where it is, in error."""
+        self._trajectory = None
+        self._error = MotionAborted(self.name, f"motion aborted (collision reflex): {why} at t = {self.clock.now_s:.2f} s")
+        self._pending = self._error
+
     def recover(self) -> None:
         self._error = None
         self._pending = None

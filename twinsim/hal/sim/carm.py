@@ -33,6 +33,9 @@ class SimCArm:
         self.phantom_world_m: np.ndarray | None = None  # steel beads in the beam (a calibration phantom), world metres
         self.bead_radius_mm = 1.0
         self._truth: dict[int, tuple[np.ndarray, ProjectionGeometry]] = {}  # id(image) -> (image, true geometry in ct)
+        # A damaged export (scripted scenarios): exposure number -> "truncated", "wrong_size" or "blank". That
+        # exposure is delivered as a file and read back as the lab's folder C-arm reads its files.
+        self.damaged_exports: dict[int, str] = {}
 
     def park(self) -> None:
         self.room.park_carm(True)
@@ -64,6 +67,8 @@ class SimCArm:
         acq, _ = acquire(self.room, self._renderer, View(v.name, v.lao_deg, v.cranial_deg), (self.size_px, self.size_px),
                          self.detector, seed=self.seed + self._shots)
         self._shots += 1
+        if (damage := self.damaged_exports.pop(self._shots - 1, None)) is not None:
+            _deliver_damaged(acq.image, damage, self.name, v.name)
         if self.phantom_world_m is not None:
             beads_ct_mm = frames.transform_points(frames.invert(self.room.T_world_ct), self.phantom_world_m) * 1000.0
             acq = add_beads(acq, beads_ct_mm, self.bead_radius_mm)
@@ -84,3 +89,29 @@ class SimCArm:
     def close(self) -> None:
         self._renderer = None
         self._truth.clear()
+
+
+def _deliver_damaged(image: np.ndarray, damage: str, device: str, view: str) -> None:
+    """Write the exposure as the C-arm's export would, damage it, and read it back: the reader refuses it."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from twinsim.hal.exposure_file import read_exposure
+
+    data = np.round(np.clip(image, 0.0, 1.0) * 65535).astype(np.uint16)
+    if damage == "wrong_size":
+        data = data[: data.shape[0] * 3 // 4]
+    elif damage == "blank":
+        data = np.full_like(data, 4096)
+    elif damage != "truncated":
+        raise ValueError(f"unknown export damage {damage!r}: truncated, wrong_size or blank")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"exposure_{view.replace(' ', '')}.png"
+        Image.fromarray(data).save(path, format="PNG")
+        if damage == "truncated":  # the copy stopped halfway
+            raw = path.read_bytes()
+            path.write_bytes(raw[: len(raw) // 2])
+        read_exposure(path, image.shape[1], image.shape[0], device, view)
+    raise AssertionError("a damaged export was read as a good one")

@@ -13,6 +13,10 @@ class SimClock:
     def subscribe(self, on_tick: Callable[[float], None]) -> None:
         self._listeners.append(on_tick)
 
+    def unsubscribe(self, on_tick: Callable[[float], None]) -> None:
+        if on_tick in self._listeners:
+            self._listeners.remove(on_tick)
+
     def advance(self, dt_s: float) -> float:
         """Move time forward by ``dt_s``; every subscriber (e.g. a moving arm) catches up to it."""
         self.now_s += dt_s

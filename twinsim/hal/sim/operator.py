@@ -42,6 +42,7 @@ class SimOperator:
         self.landmarks_of_level: Callable[[str], dict[str, np.ndarray]] | None = None
         self.click_sigma_mm = 1.0
         self.skin_region_m = (0.18, 0.22)  # half-extents of the traced back: along the spine, across
+        self.unmarked: dict[int, list[str] | None] = {}  # view index -> landmarks not found there (None: all)
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -155,4 +156,8 @@ class SimOperator:
         if missing:
             raise HalError("operator", f"no landmarks {missing} known at {level}")
         geoms = [self.true_geometry_of(a) for a in acquisitions]
-        return simulate_clicks(geoms, truth, self.click_sigma_mm, seed=int(self.rng.integers(2**31)), names=names).views
+        views = simulate_clicks(geoms, truth, self.click_sigma_mm, seed=int(self.rng.integers(2**31)), names=names).views
+        for k, lost in self.unmarked.items():  # landmarks hidden in that view (overlap, a poor exposure)
+            if k < len(views):
+                views[k] = {n: uv for n, uv in views[k].items() if lost is not None and n not in lost}
+        return views

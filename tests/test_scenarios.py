@@ -1,0 +1,85 @@
+"""Scenario files: validation, the fast scenarios end to end (as CI runs them), and an interlock switched off."""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twinsim.scenario.schema import FAULT_KINDS, ScenarioFileError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+def test_the_shipped_scenarios_are_valid_and_cover_every_fault_and_two_levels():
+    scenarios = [load_scenario(p) for p in SHIPPED]
+    assert len(scenarios) >= 12
+    kinds = {f.kind for s in scenarios for f in s.faults}
+    assert kinds == set(FAULT_KINDS), set(FAULT_KINDS) - kinds
+    happy_levels = {s.level for s in scenarios if not s.faults and s.expect.outcome == "completed"}
+    assert "L1" in happy_levels and len(happy_levels) >= 2
+    assert len({s.name for s in scenarios}) == len(scenarios)
+    assert any(s.ci for s in scenarios) and not all(s.ci for s in scenarios)
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (("duration_s: 5.0", "duraton_s: 5.0"), "unknown key 'faults.0.occlusion.duraton_s'"),
+    (("kind: occlusion", "kind: earthquake"), "faults.0"),
+    (("at: {step: x-rays}", "at: {step: xrays}"), "unknown step 'xrays'"),
+    (("  step: x-rays\n  reason: not tracked", "  reason: not tracked"), "say at which 'step'"),
+    (("tool: carm", "tool: scalpel"), "unknown tool 'scalpel'"),
+])
+def test_a_bad_scenario_file_is_refused_naming_the_problem(tmp_path, edit, words):
+    text = (ROOT / "scenarios" / "occlusion-carm-marker.yaml").read_text()
+    assert edit[0] in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace(edit[0], edit[1]))
+    with pytest.raises(ScenarioFileError, match="bad.yaml") as exc:
+        load_scenario(bad)
+    assert words in str(exc.value)
+
+
+def test_scenario_check_exits_2_naming_the_misspelt_key(tmp_path):
+    text = (ROOT / "scenarios" / "occlusion-carm-marker.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("duration_s:", "duraton_s:"))
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "check", str(bad), *map(str, SHIPPED)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "duraton_s" in out.stderr and "bad.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_the_ci_scenarios_meet_their_expectations(tmp_path, example_patient_model):
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path),
+                          *map(str, SHIPPED)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    results = json.loads((tmp_path / "scenarios.json").read_text())["results"]
+    assert len(results) == sum(load_scenario(p).ci for p in SHIPPED) >= 5
+    assert all(r["passed"] for r in results)
+    for r in results:
+        log = json.loads((tmp_path / r["name"] / "rehearsal.json").read_text())
+        assert log["outcome"].startswith("stopped at") and log["motions"]["sent"] == 0  # each stops before any motion
+        assert all(f["started_s"] is not None for f in r["faults"])
+    assert "scenario" in out.stdout and "pass" in out.stdout and "FAIL" not in out.stdout
+
+
+@pytest.mark.slow
+def test_a_fault_that_should_stop_the_robot_fails_the_scenario_when_the_interlock_is_off(tmp_path, example_patient_model,
+                                                                                          monkeypatch):
+    import twinsim.procedure.rehearsal as rehearsal
+    from twinsim.motion.execution import Watch
+    from twinsim.scenario.runner import run_scenario
+
+    sc = load_scenario(ROOT / "scenarios" / "occlusion-guide-during-motion.yaml")
+    # The tracking interlock switched off: a guide lost for any number of frames no longer stops the arm.
+    monkeypatch.setattr(rehearsal, "Watch", functools.partial(Watch, max_lost_frames=10**9))
+    res = run_scenario(sc, tmp_path, echo=lambda s: None)
+    assert not res.passed, res.got
+    assert any("stop at guide left" in p for p in res.problems), res.problems
+    occlusion = res.faults[0]
+    assert occlusion["started_s"] is not None and occlusion["ended_s"] is not None  # it did happen, mid-motion

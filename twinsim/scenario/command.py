@@ -1,0 +1,78 @@
+"""``twinsim scenario run FILE...`` and ``twinsim scenario check FILE...``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+run: each scenario is a rehearsal in the simulated room with faults put in (occlusion, patient
+motion, a colliding C-arm view, an unreachable target, a robot reflex, a damaged X-ray, missing
+landmarks, a silent tracker). Prints a table (scenario, expected, got, pass/fail, figures),
+writes scenarios.json and each run's report under -o. Exits 1 when any scenario does not meet
+its expectation, 2 when a file is not a valid scenario.
+check: validate the files only (a misspelt key is an error).
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scenario", help="scripted rehearsals with fault injection: run or check scenario files",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=["run", "check"])
+    p.add_argument("files", nargs="+", help="scenario YAML files (twinsim-scenario/1)")
+    p.add_argument("-o", "--out", default="out/scenarios", help="output folder (default out/scenarios)")
+    p.add_argument("--ci", action="store_true", help="run only the scenarios marked ci: true (the fast ones)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each step of each rehearsal")
+    p.set_defaults(func=cmd_scenario)
+
+
+def _figures(fig: dict) -> str:
+    keys = [k for k in fig if k.endswith(("_tip_mm", "_axis_deg"))]
+    out = [f"{k.replace('_mm', '').replace('_deg', '')} {fig[k]:.2f}" for k in keys]
+    if fig.get("reregistrations"):
+        out.append(f"re-registered {fig['reregistrations']}x")
+    out.append(f"{fig.get('motions_sent', 0)} motions")
+    return ", ".join(out)
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from twinsim.report import table, write_json
+    from twinsim.scenario.schema import ScenarioFileError, load_scenario
+
+    scenarios, bad = [], []
+    for f in args.files:
+        try:
+            scenarios.append(load_scenario(f))
+        except ScenarioFileError as exc:
+            bad.append(str(exc))
+    for b in bad:
+        print(f"twinsim scenario: {b}", file=sys.stderr)
+    if bad:
+        return 2
+    names = [s.name for s in scenarios]
+    if len(set(names)) != len(names):
+        print(f"twinsim scenario: two files share a name: {sorted({n for n in names if names.count(n) > 1})}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        print(f"{len(scenarios)} scenario file(s) valid: {', '.join(names)}")
+        return 0
+    if args.ci:
+        scenarios = [s for s in scenarios if s.ci]
+    from twinsim.scenario.runner import run_scenario
+
+    out = Path(args.out)
+    results = []
+    for k, sc in enumerate(scenarios, 1):
+        print(f"[{k}/{len(scenarios)}] {sc.name}: expect {sc.expect.outcome}", flush=True)
+        res = run_scenario(sc, out / sc.name, echo=print if args.verbose else (lambda s: None))
+        results.append(res)
+        print(f"      {'PASS' if res.passed else 'FAIL'}: {res.got} ({res.wall_s:.0f} s)"
+              + ("".join(f"\n      - {p}" for p in res.problems)), flush=True)
+        write_json(out / "scenarios.json", {"format": "twinsim-scenario-run/1", "results": [r.to_dict() for r in results]})
+    rows = [[r.scenario.name, r.expected, r.got, "pass" if r.passed else "FAIL", _figures(r.figures)] for r in results]
+    print(table(["scenario", "expected", "got", "result", "figures"], rows))
+    failed = [r.scenario.name for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} of {len(results)} scenarios met their expectation"
+          + (f"; failed: {', '.join(failed)}" if failed else "") + f". Wrote {out / 'scenarios.json'}")
+    return 1 if failed else 0
