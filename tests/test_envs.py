@@ -60,23 +60,23 @@ def test_the_scripted_controller_solves_needle_guide_align_and_random_does_not(a
     assert not run(RandomPolicy(align.action_space, 0), 0)["is_success"]
 
 
-def test_an_occluded_guide_ends_the_episode_as_a_failure(tmp_path, example_patient_model):
+def test_an_occluded_guide_ends_the_episode_as_a_failure(align, tmp_path):
     sc = tmp_path / "occluded.yaml"
     sc.write_text("format: twinsim-scenario/1\nname: occluded\nfaults:\n  - kind: occlusion\n    tool: needle_guide\n"
                   "    at: {time_s: 0.3}\n    duration_s: 30\nexpect: {outcome: completed}\n")
-    env = gym.make("twinsim/NeedleGuideAlign-v0", scenario=str(sc))
     try:
-        obs, info = env.reset(seed=0)
+        obs, info = align.reset(seed=0, options={"scenario": str(sc)})
         seen = [info["tracked"]]
         for _ in range(10):
-            obs, _, term, trunc, info = env.step(np.zeros(5, np.float32))
+            obs, _, term, trunc, info = align.step(np.zeros(5, np.float32))
             seen.append(info["tracked"])
             if term or trunc:
                 break
         assert seen[0] and not seen[-1] and obs[13] == 0.0
         assert term and not info["is_success"] and "tool lost" in info["failure"]
     finally:
-        env.close()
+        align.reset(seed=0, options={"scenario": None})
+    assert align.step(np.zeros(5, np.float32))[4]["tracked"]  # the occluder is gone with the fault
 
 
 def test_a_scenario_with_step_triggered_faults_is_refused_by_an_env(example_patient_model):

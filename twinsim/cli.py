@@ -243,7 +243,17 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     clicks = load_clicks(args.landmarks, n_views=2)
     level = args.level.upper()
     model = load_model(args.model or default_model_name(level))
-    settings = FitSettings(seed=args.seed, backend=args.backend, click_sigma_mm=args.click_sigma_mm)
+    try:
+        iterations = tuple(int(x) for x in args.iterations.split(",")) if args.iterations else FitSettings().iterations
+    except ValueError:
+        raise SystemExit(f"twinsim reconstruct: --iterations takes whole numbers, e.g. 60,50,30; got {args.iterations!r}") from None
+    if len(iterations) != len(FitSettings().pyramid_mm) or min(iterations) < 1:
+        raise SystemExit(f"twinsim reconstruct: --iterations needs {len(FitSettings().pyramid_mm)} numbers >= 1, one per pyramid "
+                         f"level; got {args.iterations!r}")
+    if args.restarts < 0:
+        raise SystemExit(f"twinsim reconstruct: --restarts must be >= 0 (got {args.restarts})")
+    settings = FitSettings(seed=args.seed, backend=args.backend, click_sigma_mm=args.click_sigma_mm, iterations=iterations,
+                           restarts=args.restarts)
     r = reconstruct(model, acqs, clicks, settings, loss=LOSSES[args.loss](), progress=True, device=args.device)
     out = Path(args.out)
     stem = out / f"{level}_reconstruction"
@@ -266,6 +276,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         fitted = FittedVertebra.from_model(model, r.T_frame_model, r.coeffs_sd, level, r.frame, [Path(p) for p in args.image])
         return plan_and_write(fitted, settings_from(args), out, {"reconstruction": str(stem.with_suffix(".json"))})
     return 0
+
+
+FIT_RESTARTS = 2  # recon.fit.FitSettings().restarts, without importing torch to build the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--click-sigma-mm", type=float, default=1.0,
                     help="expected error of the clicked landmarks at the vertebra, mm: how tightly the fit keeps to them (default 1)")
     rc.add_argument("--seed", type=int, default=0, help="restart perturbation seed (default 0)")
+    rc.add_argument("--iterations", help="Adam steps per pyramid level, coarse to fine (default 60,50,30): fewer for a quick look")
+    rc.add_argument("--restarts", type=int, default=FIT_RESTARTS, help="extra runs from perturbed starts when a run ends "
+                                                                               "poorly (default 2)")
     rc.add_argument("-o", "--out", default="out/recon", help="output folder (default out/recon)")
     rc.add_argument("--plan", action="store_true", help="also plan both paths (as `twinsim plan`; exits 1 if a path is refused)")
     plan_command.add_settings_arguments(rc)

@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scenario", help="scene YAML for a simulated rig (default: the rig's; scenarios/rooms/default.yaml)")
+    p.add_argument("--scene", "--scenario", dest="scenario",
+                   help="scene YAML for a simulated rig (default: the rig's, scenarios/rooms/default.yaml); a scripted "
+                        "scenario with faults is `twinsim scenario run`")
     p.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
     p.add_argument("--level", help="target vertebra (default: the scene's)")
     p.add_argument("--views", default="AP,RAO60", help="the two X-ray views, comma-separated (default AP,RAO60: where the "
@@ -58,7 +60,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     own_scene = True
     if args.scenario:
         if not isinstance(rig, SimRig):
-            raise SystemExit("twinsim rehearse: --scenario sets the simulated room's scene; a lab rig's room is the real one")
+            raise SystemExit("twinsim rehearse: --scene sets the simulated room; a lab rig's room is the real one")
         own_scene = Path(args.scenario).resolve() == (rig.scene.resolve() if rig.scene else None)
         rig = rig.model_copy(update={"scene": Path(args.scenario).resolve()})
     if args.seed is not None and isinstance(rig, SimRig):

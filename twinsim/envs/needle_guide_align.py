@@ -174,6 +174,8 @@ class NeedleGuideAlignEnv(gym.Env):
     # ---- gymnasium -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
+        if options and "scenario" in options:  # faults for this episode on: another scenario file's (or None: none)
+            self.session.use_faults_of(options["scenario"])
         rng = self.np_random
         s = self.session
         s.reset(int(rng.integers(2**31)))

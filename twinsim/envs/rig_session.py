@@ -26,15 +26,10 @@ class RigSession:
         from twinsim.hal.rig import SimRig, load_rig
         from twinsim.twin.calibration_set import load_calibration
 
+        self.allowed_faults, self.env_name = allowed_faults, env_name
         self.scenario: Scenario | None = load_scenario(scenario) if scenario else None
         sc = self.scenario
-        for f in sc.faults if sc else []:
-            if f.kind not in allowed_faults:
-                raise ValueError(f"{env_name}: the scenario's {f.kind} fault does not apply to an episode; "
-                                 f"faults that do: {', '.join(allowed_faults)}")
-            if isinstance(getattr(f, "at", None), AtStep):
-                raise ValueError(f"{env_name}: the scenario's {f.kind} fault is triggered by the step {f.at.step!r}; an "
-                                 "episode has no procedure steps: give it {time_s: ...} (seconds after the episode starts)")
+        self.episode_faults = self.check_faults(sc)
         spec = load_rig(sc.rig if sc and sc.rig else rig)
         if not isinstance(spec, SimRig):
             raise ValueError(f"{env_name} runs in the simulated room; {spec.name} is a lab rig")
@@ -55,6 +50,21 @@ class RigSession:
         except Exception:
             self.dev.close()
             raise
+
+    def check_faults(self, sc: Scenario | None) -> list[Any]:
+        """A scenario's faults, if each can happen in an episode; otherwise a ``ValueError`` saying why not."""
+        for f in sc.faults if sc else []:
+            if f.kind not in self.allowed_faults:
+                raise ValueError(f"{self.env_name}: the scenario's {f.kind} fault does not apply to an episode; "
+                                 f"faults that do: {', '.join(self.allowed_faults)}")
+            if isinstance(getattr(f, "at", None), AtStep):
+                raise ValueError(f"{self.env_name}: the scenario's {f.kind} fault is triggered by the step {f.at.step!r}; "
+                                 "an episode has no procedure steps: give it {time_s: ...} (seconds after the episode starts)")
+        return list(sc.faults) if sc else []
+
+    def use_faults_of(self, scenario: str | Path | None) -> None:
+        """From the next reset on: the faults of another scenario file (its rig and seed are not taken: the room stays)."""
+        self.episode_faults = self.check_faults(load_scenario(scenario) if scenario else None)
 
     @property
     def room(self) -> Any:
@@ -80,7 +90,7 @@ class RigSession:
         dev.operator.rng = np.random.default_rng(rngs[2])
         dev.carm.seed = int(np.random.default_rng(rngs[3]).integers(2**31))
         dev.carm._shots = 0
-        self.faults = FaultInjector(dev, list(self.scenario.faults) if self.scenario else [])
+        self.faults = FaultInjector(dev, self.episode_faults)
         # The tracker's pipeline refills (its latency) before the first observation.
         for _ in range(vega.latency_frames + 1):
             dev.tracker.get_frame()

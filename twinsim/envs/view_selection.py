@@ -88,6 +88,8 @@ class ViewSelectionEnv(gym.Env):
         from twinsim.workflows.tracked_xray import acquire_tracked
 
         super().reset(seed=seed)
+        if options and "scenario" in options:  # faults for this episode on: another scenario file's (or None: none)
+            self.session.use_faults_of(options["scenario"])
         self.episode_seed = int(self.np_random.integers(2**31))
         s = self.session
         if self.episode_seed not in self._first:

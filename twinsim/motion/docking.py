@@ -2,8 +2,8 @@
 
 The path (entry on the bone, target in the body) is the planner's, in ``ref``. The guide's tip
 docks on the path's axis ``dock_standoff_mm`` outside where the axis leaves the patient
-envelope, bore along the axis; the approach pose is ``approach_mm`` further back on the same
-axis. Only the roll about the axis is free: each candidate roll is solved on the nominal model
+envelope, bore along the axis; the approach pose is further back on the same axis, by the first
+of ``approach_mm`` the arm reaches. Only the roll about the axis is free: each candidate roll is solved on the nominal model
 and kept when both poses are reachable within the soft limits, clear of every body, and the
 guide's marker stays in the camera's line of sight in the twin; the best joint-limit margin wins.
 """
@@ -26,7 +26,9 @@ from twinsim.robot.kinematics import IKError
 @dataclass(frozen=True)
 class DockSettings:
     dock_standoff_mm: float = 15.0  # guide tip to the skin, on the axis
-    approach_mm: float = 30.0  # approach pose behind the dock, on the axis
+    # Approach pose behind the dock, on the axis: the first length the arm reaches at that roll. Near the edge
+    # of the arm's reach the full 30 mm may be out of it where 5 mm is not; the advance stays a straight line.
+    approach_mm: tuple[float, ...] = (30.0, 15.0, 5.0)
     rolls: int = 12  # candidate rolls about the axis
     min_limit_margin_rad: float = 0.05
 
@@ -43,12 +45,13 @@ class DockPlan:
     skin_exit_mm: np.ndarray
     insertion_mm: float  # guide tip (docked) to the planned target along the axis
     marker_in_sight: bool
+    approach_back_mm: float = 30.0  # the approach pose's distance behind the dock
 
     def summary(self) -> dict[str, Any]:
         return {"side": self.side, "roll_deg": self.roll_deg, "limit_margin_rad": self.limit_margin_rad,
                 "dock_tip_mm": self.T_dock_mm[:3, 3].tolist(), "axis": self.T_dock_mm[:3, 2].tolist(),
                 "skin_exit_mm": self.skin_exit_mm.tolist(), "insertion_mm": self.insertion_mm,
-                "marker_in_sight": self.marker_in_sight}
+                "marker_in_sight": self.marker_in_sight, "approach_back_mm": self.approach_back_mm}
 
 
 def tool_frame(tip_mm: np.ndarray, axis: np.ndarray, roll_rad: float) -> np.ndarray:
@@ -94,7 +97,6 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
     axis = (target_mm - entry_mm) / np.linalg.norm(target_mm - entry_mm)
     exit_mm = envelope.exit_along_mm(entry_mm, -axis)
     dock_tip = exit_mm - axis * s.dock_standoff_mm
-    approach_tip = dock_tip - axis * s.approach_mm
     # Also from the first seed turned about joint 1 to face the dock: the damped IK then starts on the right side.
     tip_base = frames.transform_points(frames.invert(planner.world.T_ref_base_m), dock_tip * 1e-3)
     aimed = np.array(q_seeds_rad[0], dtype=np.float64)
@@ -103,12 +105,16 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
     best: DockPlan | None = None
     why: dict[str, int] = {}
     for roll in np.arange(s.rolls) * 2 * np.pi / s.rolls:
-        T_dock, T_app = tool_frame(dock_tip, axis, roll), tool_frame(approach_tip, axis, roll)
+        T_dock = tool_frame(dock_tip, axis, roll)
         q_dock = _first_solution(planner, T_dock, ([best.q_dock_rad] if best is not None else []) + q_seeds_rad)
         if q_dock is None:
             why["docked pose out of reach"] = why.get("docked pose out of reach", 0) + 1
             continue
-        q_app = _first_solution(planner, T_app, [q_dock, *q_seeds_rad])
+        q_app = None
+        for back_mm in s.approach_mm:
+            T_app = tool_frame(dock_tip - axis * back_mm, axis, roll)
+            if (q_app := _first_solution(planner, T_app, [q_dock, *q_seeds_rad])) is not None:
+                break
         if q_app is None:
             why["approach pose out of reach"] = why.get("approach pose out of reach", 0) + 1
             continue
@@ -123,7 +129,7 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
             continue
         seen = line_of_sight(planner, q_dock, T_tool_marker_mm, camera_ref_mm)
         cand = DockPlan(side, T_dock, T_app, q_dock, q_app, float(np.degrees(roll)), margin, exit_mm,
-                        float(np.linalg.norm(target_mm - dock_tip)), seen)
+                        float(np.linalg.norm(target_mm - dock_tip)), seen, back_mm)
         if best is None or (cand.marker_in_sight, cand.limit_margin_rad) > (best.marker_in_sight, best.limit_margin_rad):
             best = cand
     if best is None:
