@@ -14,6 +14,15 @@ import pytest
 _SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each. Torch's and OpenMP's default of one thread per core
+    # oversubscribes the machine and made the fitting tests several times slower than run alone.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def example():

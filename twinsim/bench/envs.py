@@ -87,6 +87,13 @@ def _panda_reach(steps: int) -> dict[str, Any]:
     import panda_gym  # noqa: F401 (registers PandaReach-v3)
 
     env = gym.make("PandaReach-v3")
+    rate = _random_steps_per_s(env, steps)
+    env.close()
+    return {"steps": steps, "steps_per_s": rate}
+
+
+def _random_steps_per_s(env: Any, steps: int) -> float:
+    """Seeded random actions, resetting at episode ends; the steps' rate (resets included)."""
     env.reset(seed=0)
     env.action_space.seed(0)
     t0 = time.perf_counter()
@@ -94,9 +101,7 @@ def _panda_reach(steps: int) -> dict[str, Any]:
         _, _, term, trunc, _ = env.step(env.action_space.sample())
         if term or trunc:
             env.reset()
-    dt = time.perf_counter() - t0
-    env.close()
-    return {"steps": steps, "steps_per_s": steps / dt}
+    return steps / (time.perf_counter() - t0)
 
 
 def _vector(steps: int, scenario: str | None) -> dict[str, Any]:
@@ -104,14 +109,7 @@ def _vector(steps: int, scenario: str | None) -> dict[str, Any]:
 
     kwargs = {"scenario": scenario} if scenario else {}
     single = gym.make("twinsim/NeedleGuideAlign-v0", **kwargs)
-    single.reset(seed=0)
-    single.action_space.seed(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = single.step(single.action_space.sample())
-        if term or trunc:
-            single.reset()
-    one = steps / (time.perf_counter() - t0)
+    one = _random_steps_per_s(single, steps)
     single.close()
     vec = gym.vector.AsyncVectorEnv([lambda: gym.make("twinsim/NeedleGuideAlign-v0", **kwargs)] * 2)
     vec.reset(seed=0)

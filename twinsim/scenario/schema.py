@@ -27,6 +27,12 @@ class ScenarioFileError(ValueError):
     """A scenario file is missing, malformed, or holds an unknown or misspelt key."""
 
 
+def _one_of(v: str, allowed: tuple[str, ...], what: str, known: str) -> str:
+    if v not in allowed:
+        raise ValueError(f"unknown {what} {v!r}; {known} {list(allowed)}")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,9 +47,7 @@ class AtStep(_Strict):
     @field_validator("step")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in STEPS:
-            raise ValueError(f"unknown step {v!r}; the procedure's steps are {list(STEPS)}")
-        return v
+        return _one_of(v, STEPS, "step", "the procedure's steps are")
 
 
 class AtTime(_Strict):
@@ -66,9 +70,7 @@ class Occlusion(_Strict):
     @field_validator("tool")
     @classmethod
     def _tool(cls, v: str) -> str:
-        if v not in TRACKED_TOOLS:
-            raise ValueError(f"unknown tool {v!r}; tracked tools are {list(TRACKED_TOOLS)}")
-        return v
+        return _one_of(v, TRACKED_TOOLS, "tool", "tracked tools are")
 
 
 class PatientShift(_Strict):
