@@ -7,24 +7,13 @@ import os
 import tempfile
 from pathlib import Path
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two workers on two cores: one thread each, set before NumPy and Torch load their thread pools.
-    # Their default of one thread per core oversubscribed the machine: the fitting tests ran several
-    # times slower than alone.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    import torch
-
-    torch.set_num_threads(1)
+import nibabel as nib
+import numpy as np
+import pytest
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
+
 
 @pytest.fixture(scope="session")
 def example():
