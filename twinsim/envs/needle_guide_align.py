@@ -37,8 +37,10 @@ from gymnasium import spaces
 from twinsim import frames
 from twinsim.envs.observe import GUIDE_OBS_SIZE, guide_errors, guide_observation
 from twinsim.hal.errors import ConnectionLost, HalError, MotionAborted
+from twinsim.motion.planner import limit_margin_rad
 from twinsim.robot import panda
 from twinsim.robot.kinematics import IKError
+from twinsim.sim.markers_in_room import facing
 from twinsim.twin.tracker_view import ToolIndex
 
 SIDES = ("left", "right")
@@ -120,9 +122,7 @@ class NeedleGuideAlignEnv(gym.Env):
         aimed[0] = np.clip(np.arctan2(tip_base[1], tip_base[0]), *panda.SOFT_LIMITS_RAD[0])
         best, best_margin = None, -np.inf
         for roll in np.linspace(0.0, 2 * np.pi, 12, endpoint=False):
-            x = np.cross([0.0, 0.0, 1.0], axis_w)
-            x /= np.linalg.norm(x)
-            R = frames.rotation_about_axis(axis_w, roll) @ np.column_stack([x, np.cross(axis_w, x), axis_w])
+            R = frames.rotation_about_axis(axis_w, roll) @ facing(np.zeros(3), axis_w)
             T_ref_goal = T_ref_world_mm @ frames.make_transform(R, tip_w_mm)
             q = None
             for seed in (s.home_q, aimed):
@@ -133,7 +133,7 @@ class NeedleGuideAlignEnv(gym.Env):
                     continue
             if q is None:
                 continue
-            margin = float(np.min(np.minimum(q - panda.SOFT_LIMITS_RAD[:, 0], panda.SOFT_LIMITS_RAD[:, 1] - q)))
+            margin = limit_margin_rad(q)
             if margin > best_margin:
                 best, best_margin, self._q_goal_seed[side] = T_ref_goal, margin, q
         if best is None:

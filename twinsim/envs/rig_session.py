@@ -76,7 +76,7 @@ class RigSession:
 
         dev = self.dev
         if self.faults is not None:
-            self.faults.undo()
+            self.faults.close()  # what its faults did to the room is put back below
         dev.tracker.answering = True
         dev.arm.recover()
         dev.arm._trajectory = None

@@ -169,17 +169,13 @@ class FaultInjector:
     # ---- the occluder ----------------------------------------------------------------
     def _place_occluder(self, i: int, f: Occlusion) -> None:
         from twinsim.sim.hand_held import tool
+        from twinsim.sim.markers_in_room import facing
 
         vega = self.dev.tracker.vega
         cam = vega.T_world_cam_m()[:3, 3]
         target = tool(vega, f.tool).T_world_tool_m()[:3, 3]
-        z = target - cam
-        centre = cam + f.fraction * z
-        z = z / np.linalg.norm(z)
-        x = np.cross([0.0, 0.0, 1.0], z)
-        x = x / np.linalg.norm(x) if np.linalg.norm(x) > 1e-6 else np.array([1.0, 0.0, 0.0])
-        R = np.column_stack([x, np.cross(z, x), z])
-        p, q = frames.transform_to_pose(frames.make_transform(R, centre))
+        centre = cam + f.fraction * (target - cam)
+        p, q = frames.transform_to_pose(frames.make_transform(facing(cam, target), centre))
         body = self._occluders.get(i)
         if body is None:
             half = [f.size_m / 2, f.size_m / 2, OCCLUDER_THICKNESS_M / 2]

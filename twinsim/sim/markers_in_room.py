@@ -26,7 +26,7 @@ def spinous_tip_world_m(room: OperatingRoom, level: str) -> np.ndarray:
     return mesh_in_world_m(room.T_world_ct, spinous_tip_mm(room.patient.vertebra(level)))
 
 
-def _facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:
+def facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rotation whose z axis points from ``origin`` to ``target``."""
     z = target - origin
     z /= np.linalg.norm(z)
@@ -63,7 +63,7 @@ def room_tools(room: OperatingRoom, mounts: dict[str, dict]) -> list[SimulatedTo
         T_world_parent = parent()
         in_world = mount.get("attach") in ("patient", "world")
         origin = T_world_parent[:3, 3] + (offset if in_world else T_world_parent[:3, :3] @ offset)
-        T_world_marker = frames.make_transform(_facing(origin, cam), origin)
+        T_world_marker = frames.make_transform(facing(origin, cam), origin)
         T_parent_marker = frames.invert(T_world_parent) @ T_world_marker  # rigid from now on
 
         def pose(p: Callable[[], np.ndarray] = parent, T: np.ndarray = T_parent_marker) -> np.ndarray:
