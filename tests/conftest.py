@@ -7,9 +7,20 @@ import os
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, set before NumPy and Torch start their thread pools. Their
+    # default of a thread per core oversubscribed the machine and the fitting tests ran 4-6x slower than alone.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE

@@ -24,12 +24,15 @@ def _views():
 
 @pytest.mark.parametrize("view", _views(), ids=lambda v: v.name)
 def test_vertebra_centroids_project_onto_their_drr_masks(room, example_ct, example_patient_model, view):
-    """The 3D centroid of each complete vertebra in view projects within 1 px of its projected label."""
+    """The 3D centroid of complete vertebrae in view (up to three, the suite's time) projects within 1 px of its
+    projected label."""
     room.set_carm_angles(view.lao_deg, view.cranial_deg)
     try:
         geom = carm_projection(room, SIZE, "ct")
         checked = 0
         for level in example_patient_model.levels:
+            if checked == 3:
+                break
             chord = vertebra_projection(example_ct, level, geom, weight="length")
             if not chord.any():
                 continue  # off the detector in this view

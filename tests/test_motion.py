@@ -174,6 +174,51 @@ def test_rrt_connect_plans_around_what_blocks_the_direct_path(surveyed):
         del world.names[wall]
 
 
+def test_a_motion_that_would_hide_the_guide_marker_goes_around_or_is_refused(surveyed):
+    """The interlock stops the arm when the guide's marker is lost for 7 frames; the twin plans so it is not."""
+    import pybullet as pb
+
+    from twinsim.motion.planner import MotionPlanner, MotionRefused, SightLine
+    from twinsim.robot.bodies import box_body
+
+    r, dev, _ = surveyed
+    world = r.world
+    T_tool_marker, cam = r._marker_and_camera()
+    assert T_tool_marker is not None, "the guide is tracked at the start pose"
+    planner = MotionPlanner(world, r.planner.model, r.cal.T_flange_tool, ompl_time_s=10.0)
+    q0 = dev.arm.read_joints_rad()
+    q1 = q0.copy()
+    q1[0] += 0.5 if q0[0] < 0 else -0.5
+    assert world.check_path([q0, q1]).ok
+    sight = SightLine(T_tool_marker, cam)
+    assert all(planner.marker_in_sight(q, sight) for q in (q0, q1))
+    # A box hung in the line of sight half-way along the swing, 250 mm from the marker towards the camera.
+    mid = (planner.tool_pose_mm((q0 + q1) / 2) @ T_tool_marker)[:3, 3]
+    at = mid + (cam - mid) / np.linalg.norm(cam - mid) * 250.0
+    box = box_body(world.client, [0.04, 0.04, 0.04], (at * 1e-3).tolist(), (1, 0, 0, 1))  # the twin's world is ref, in m
+    world.names[box] = "test occluder"
+    try:
+        assert world.contacts(q0)[0] is None and world.contacts(q1)[0] is None
+        assert planner.plan("swing, sight not watched", q0, q1).method == "direct"
+        planner.sight = sight
+        m = planner.plan("swing", q0, q1)
+        assert m.method == "RRT-Connect" and "hidden from the camera" in (m.blind_first or ""), m.summary()
+        assert planner.blind_stretch(m.timing) is None and world.check_path(m.waypoints_rad).ok
+        qs, _ = m.timing.configurations_at(60.0)
+        assert sum(not planner.marker_in_sight(q) for q in qs) <= sight.max_blind_frames
+        # A camera the goal pose cannot see: no path can keep the marker in sight, so none is sent.
+        planner.sight = SightLine(T_tool_marker, (planner.tool_pose_mm(q1) @ T_tool_marker)[:3, 3]
+                                  + (at - mid) / np.linalg.norm(at - mid) * 1500.0)
+        pb.resetBasePositionAndOrientation(box, ((planner.tool_pose_mm(q1) @ T_tool_marker)[:3, 3]
+                                                 + (at - mid) / np.linalg.norm(at - mid) * 250.0) * 1e-3,
+                                           [0, 0, 0, 1], physicsClientId=world.client)
+        with pytest.raises(MotionRefused, match="goal pose itself hides it"):
+            planner.plan("swing into the shadow", q0, q1)
+    finally:
+        pb.removeBody(box, physicsClientId=world.client)
+        del world.names[box]
+
+
 def test_tracking_lost_mid_motion_stops_the_arm(surveyed):
     from twinsim.motion.execution import TrackingLostDuringMotion, Watch, run_watched
     from twinsim.motion.guarded_arm import GuardedArm

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
@@ -59,6 +60,7 @@ def fit_to_surface(model: ShapeModel, target: SurfaceMesh, n_modes: int | None =
     # Pose relative to T0 about the target centroid keeps rotation and translation well scaled.
     centre = torch.tensor(tgt_pts.mean(0))
     tgt = torch.tensor(tgt_pts)
+    tgt_tree = cKDTree(tgt_pts)
     R0 = torch.tensor(T0[:3, :3])
     t0 = torch.tensor(T0[:3, 3])
     b = torch.zeros(1, k, dtype=torch.float64, requires_grad=True)
@@ -70,8 +72,12 @@ def fit_to_surface(model: ShapeModel, target: SurfaceMesh, n_modes: int | None =
         opt.zero_grad()
         v = inst(b, zero, zero)[0][sub] @ R0.T + t0
         v = (v - centre) @ axis_angle_to_matrix(rv)[0].T + centre + tr[0]
-        d = torch.cdist(v, tgt)
-        loss = d.min(1).values.mean() + d.min(0).values.mean() + prior_weight * (b**2).sum()
+        # Nearest neighbours found without autograd (KD-trees): the chamfer's gradient flows through the matched
+        # pairs only, as it would through a min over the full distance matrix, at a fraction of the cost.
+        vn = v.detach().numpy()
+        to_tgt = tgt_tree.query(vn)[1]
+        to_v = cKDTree(vn).query(tgt_pts)[1]
+        loss = (v - tgt[to_tgt]).norm(dim=1).mean() + (tgt - v[to_v]).norm(dim=1).mean() + prior_weight * (b**2).sum()
         loss.backward()
         opt.step()
     with torch.no_grad():

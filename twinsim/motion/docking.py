@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pybullet as pb
 
 from twinsim import frames
 from twinsim.motion.envelope import PatientEnvelope
-from twinsim.motion.planner import MotionPlanner, Unreachable, limit_margin_rad
+from twinsim.motion.planner import MotionPlanner, SightLine, Unreachable, limit_margin_rad
 from twinsim.robot import panda
 from twinsim.robot.kinematics import IKError
 
@@ -69,15 +68,7 @@ def line_of_sight(planner: MotionPlanner, q_rad: np.ndarray, T_tool_marker_mm: n
     """Whether the straight line from the guide's marker to the camera crosses no body of the twin at ``q_rad``."""
     if T_tool_marker_mm is None or camera_ref_mm is None:
         return True
-    world = planner.world
-    marker = (planner.tool_pose_mm(q_rad) @ T_tool_marker_mm)[:3, 3]
-    world.set_joints(q_rad)
-    d = camera_ref_mm - marker
-    n = np.linalg.norm(d)
-    a = (marker + d / n * 30.0) * 1e-3  # start clear of the marker's own post
-    b = (camera_ref_mm - d / n * 150.0) * 1e-3  # stop short of the camera the navigation robot holds
-    hit = pb.rayTest(a.tolist(), b.tolist(), physicsClientId=world.client)[0]
-    return hit[0] < 0
+    return planner.marker_in_sight(q_rad, SightLine(T_tool_marker_mm, camera_ref_mm))
 
 
 def _first_solution(planner: MotionPlanner, T_ref_tool_mm: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray | None:
@@ -127,7 +118,7 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
             key = f"too close: {hits[0].link} vs {hits[0].body}"
             why[key] = why.get(key, 0) + 1
             continue
-        seen = line_of_sight(planner, q_dock, T_tool_marker_mm, camera_ref_mm)
+        seen = all(line_of_sight(planner, q, T_tool_marker_mm, camera_ref_mm) for q in (q_dock, q_app))
         cand = DockPlan(side, T_dock, T_app, q_dock, q_app, float(np.degrees(roll)), margin, exit_mm,
                         float(np.linalg.norm(target_mm - dock_tip)), seen, back_mm)
         if best is None or (cand.marker_in_sight, cand.limit_margin_rad) > (best.marker_in_sight, best.limit_margin_rad):

@@ -1,7 +1,8 @@
 """Joint trajectories for the operation robot, planned and checked in the twin before any motion.
 
-A motion is first tried as the direct joint segment; where that comes too close to a body,
-OMPL's RRT-Connect plans around it in joint space (soft limits as bounds, the twin's contact
+A motion is first tried as the direct joint segment; where that comes too close to a body
+(or, once the guide's marker and the camera are known, hides the marker from the camera for longer
+than the tracking interlock allows), OMPL's RRT-Connect plans around it in joint space (soft limits as bounds, the twin's contact
 query as the validity check) and its simplified path is checked again, densely, by the twin:
 that dense check, not the sampler's, decides. Straight-line tool motions (the advance along a
 needle path) are solved pose by pose on the nominal model and checked the same way. Every
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pybullet as pb
 
 from twinsim import frames
 from twinsim.motion.timing import TimedPath, time_path
@@ -37,6 +39,18 @@ class Unreachable(MotionRefused):
     """No joint configuration of the nominal robot puts the tool at the pose within the soft limits."""
 
 
+@dataclass(frozen=True)
+class SightLine:
+    """The guide's marker (in the tool frame) and the camera (in ``ref``), mm: the twin keeps the line between
+    them clear of every body along a motion, frame by frame at the tracker's rate."""
+
+    T_tool_marker_mm: np.ndarray
+    camera_ref_mm: np.ndarray
+    rate_hz: float = 60.0
+    # Fewer than the interlock's 6 lost frames: the twin's bodies are models, a grazing line may be hidden for real.
+    max_blind_frames: int = 2
+
+
 @dataclass
 class PlannedMotion:
     name: str
@@ -46,13 +60,14 @@ class PlannedMotion:
     timing: TimedPath
     planning_s: float
     refused_first: PathCheck | None = None  # the direct path's check when it had to plan around
+    blind_first: str | None = None  # why the direct path was refused for the marker's line of sight
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "waypoints": len(self.waypoints_rad),
                 "configurations_checked": self.check.configurations, "check_s": self.check.seconds,
                 "min_clearance_mm": _finite(self.check.min_clearance_mm), "duration_s": self.timing.duration_s,
                 "planning_s": self.planning_s,
-                "direct_path_refused": None if self.refused_first is None else self.refused_first.describe()}
+                "direct_path_refused": self.blind_first if self.refused_first is None else self.refused_first.describe()}
 
 
 def _finite(x: float) -> float | None:
@@ -71,6 +86,7 @@ class MotionPlanner:
         self.world, self.model = world, model
         self.T_flange_tool_mm = frames.as_transform(T_flange_tool_mm, "T_flange_tool")
         self.speed_factor, self.ompl_time_s, self.seed = speed_factor, ompl_time_s, seed
+        self.sight: SightLine | None = None  # set once the tracker has seen the guide's marker
 
     # ---- kinematics ---------------------------------------------------------------------
     def ik_tool(self, T_ref_tool_mm: np.ndarray, q_seed_rad: np.ndarray) -> np.ndarray:
@@ -83,14 +99,52 @@ class MotionPlanner:
         T_base_flange = frames.scale_translation(self.model.fk_m(q_rad, panda.FLANGE_LINK), 1000.0)
         return frames.scale_translation(self.world.T_ref_base_m, 1000.0) @ T_base_flange @ self.T_flange_tool_mm
 
+    # ---- line of sight ------------------------------------------------------------------
+    def marker_in_sight(self, q_rad: np.ndarray, sight: SightLine | None = None) -> bool:
+        """Whether the straight line from the guide's marker to the camera crosses no body of the twin at ``q_rad``."""
+        sight = sight or self.sight
+        if sight is None:
+            return True
+        marker = (self.tool_pose_mm(q_rad) @ sight.T_tool_marker_mm)[:3, 3]
+        self.world.set_joints(q_rad)
+        d = sight.camera_ref_mm - marker
+        n = np.linalg.norm(d)
+        a = (marker + d / n * 30.0) * 1e-3  # start clear of the marker's own post
+        b = (sight.camera_ref_mm - d / n * 150.0) * 1e-3  # stop short of the camera the navigation robot holds
+        return pb.rayTest(a.tolist(), b.tolist(), physicsClientId=self.world.client)[0][0] < 0
+
+    def blind_stretch(self, timing: TimedPath) -> str | None:
+        """Why the timed path hides the marker for too long (None when it does not): the longest run of tracker
+        frames without a line of sight, and where on the path it starts."""
+        if self.sight is None:
+            return None
+        qs, where = timing.configurations_at(self.sight.rate_hz)
+        run, start, worst, at = 0, 0.0, 0, 0.0
+        for q, w in zip(qs, where, strict=True):
+            if self.marker_in_sight(q):
+                run = 0
+                continue
+            run, start = run + 1, (float(w) if run == 0 else start)
+            if run > worst:
+                worst, at = run, start
+        if worst <= self.sight.max_blind_frames:
+            return None
+        return (f"the guide's marker would be hidden from the camera for {worst} frames "
+                f"({1000.0 * worst / self.sight.rate_hz:.0f} ms, at most {self.sight.max_blind_frames} allowed) "
+                f"by waypoint {at:.2f} of the path")
+
     # ---- planning -----------------------------------------------------------------------
     def _accept(self, name: str, waypoints: Sequence[np.ndarray], method: str, t0: float,
-                refused_first: PathCheck | None = None) -> PlannedMotion:
+                refused_first: PathCheck | None = None, blind_first: str | None = None) -> PlannedMotion:
         W = np.array([panda.check_joint_positions(q, f"{name} waypoint") for q in waypoints])
         check = self.world.check_path(W)
         if not check.ok:
             raise MotionRefused(name, check.describe(), check)
-        return PlannedMotion(name, W, check, method, time_path(W, self.speed_factor), time.perf_counter() - t0, refused_first)
+        timing = time_path(W, self.speed_factor)
+        blind = self.blind_stretch(timing)
+        if blind is not None:
+            raise MotionRefused(name, blind, check)
+        return PlannedMotion(name, W, check, method, timing, time.perf_counter() - t0, refused_first, blind_first)
 
     def plan(self, name: str, q_start_rad: np.ndarray, q_goal_rad: np.ndarray) -> PlannedMotion:
         """Direct joint segment if it is clear, else RRT-Connect around what is in the way; refused if neither."""
@@ -101,13 +155,24 @@ class MotionPlanner:
                 raise MotionRefused(name, f"the {what} configuration itself is too close: {hit.describe()}",
                                     PathCheck(False, 1, 0.0, hit, 0.0 if what == "start" else 1.0))
         direct = self.world.check_path([q_start_rad, q_goal_rad])
+        blind = None
         if direct.ok:
-            return self._accept(name, [q_start_rad, q_goal_rad], "direct", t0)
-        path = self._rrt_connect(q_start_rad, q_goal_rad)
+            try:
+                return self._accept(name, [q_start_rad, q_goal_rad], "direct", t0)
+            except MotionRefused as exc:
+                blind = exc.reason
+        keep_sight = blind is not None or (self.sight is not None and not direct.ok)
+        if keep_sight:
+            hidden = [what for what, q in (("start", q_start_rad), ("goal", q_goal_rad)) if not self.marker_in_sight(q)]
+            if hidden and blind is not None:  # no path keeps in sight what either end hides
+                raise MotionRefused(name, f"{blind}: the {' and '.join(hidden)} pose itself hides it")
+            keep_sight = not hidden
+        path = self._rrt_connect(q_start_rad, q_goal_rad, keep_sight)
         if path is None:
-            raise MotionRefused(name, f"the direct path is blocked ({direct.describe()}) and RRT-Connect found no way "
-                                      f"around in {self.ompl_time_s:g} s", direct)
-        return self._accept(name, path, "RRT-Connect", t0, direct)
+            why = blind if blind is not None else f"the direct path is blocked ({direct.describe()})"
+            raise MotionRefused(name, f"{why} and RRT-Connect found no way around in {self.ompl_time_s:g} s",
+                                None if direct.ok else direct)
+        return self._accept(name, path, "RRT-Connect", t0, None if direct.ok else direct, blind)
 
     def plan_line(self, name: str, q_start_rad: np.ndarray, T_from_mm: np.ndarray, T_to_mm: np.ndarray,
                   step_mm: float = 5.0, on_axis_tol_mm: float = 0.5) -> PlannedMotion:
@@ -131,7 +196,7 @@ class MotionPlanner:
             qs.insert(0, np.asarray(q_start_rad, dtype=np.float64))
         return self._accept(name, qs, "straight line", t0)
 
-    def _rrt_connect(self, q0: np.ndarray, q1: np.ndarray) -> list[np.ndarray] | None:
+    def _rrt_connect(self, q0: np.ndarray, q1: np.ndarray, keep_sight: bool = False) -> list[np.ndarray] | None:
         from ompl import base as ob
         from ompl import geometric as og
         from ompl import util as ou
@@ -145,7 +210,11 @@ class MotionPlanner:
             bounds.setHigh(i, float(hi))
         space.setBounds(bounds)
         ss = og.SimpleSetup(space)
-        ss.setStateValidityChecker(lambda s: self.world.contacts(np.array([s[i] for i in range(7)]))[0] is None)
+        def valid(state: Any) -> bool:
+            q = np.array([state[i] for i in range(7)])
+            return self.world.contacts(q)[0] is None and (not keep_sight or self.marker_in_sight(q))
+
+        ss.setStateValidityChecker(valid)
         si = ss.getSpaceInformation()
         si.setStateValidityCheckingResolution(self.world.settings.max_step_rad / space.getMaximumExtent())
         start, goal = space.allocState(), space.allocState()

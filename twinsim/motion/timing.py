@@ -29,9 +29,25 @@ class TimedPath:
     segment_s: list[float]
     max_off_path_rad: float  # largest overshoot past a segment's end among the samples (0: stays on the segment)
 
+    speed_factor: float = 0.2
+
     @property
     def duration_s(self) -> float:
         return float(sum(self.segment_s))
+
+    def configurations_at(self, rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the arm is at each tick of a clock at ``rate_hz`` along the timed path (a tracker's frames), and
+        the waypoint index + fraction of each."""
+        qs, where = [self.waypoints_rad[0]], [0.0]
+        for i, (q0, q1, d) in enumerate(zip(self.waypoints_rad[:-1], self.waypoints_rad[1:], self.segment_s, strict=True)):
+            if d <= 0.0:
+                continue
+            traj = _segment(q0, q1, self.speed_factor)
+            for t in np.arange(1.0 / rate_hz, d + 1.0 / rate_hz, 1.0 / rate_hz):
+                s = float(np.clip(traj.at_time(min(t, d))[0][0], 0.0, 1.0))
+                qs.append(q0 + s * (q1 - q0))
+                where.append(i + s)
+        return np.array(qs), np.array(where)
 
 
 def _segment(q0: np.ndarray, q1: np.ndarray, speed_factor: float) -> Trajectory:
@@ -61,4 +77,4 @@ def time_path(waypoints_rad: Sequence[np.ndarray], speed_factor: float, samples_
         durations.append(float(traj.duration))
         s = np.array([traj.at_time(t)[0][0] for t in np.linspace(0.0, traj.duration, samples_per_segment)])
         off = max(off, float(np.max(np.maximum(s - 1.0, -s))) * float(np.max(np.abs(q1 - q0))))  # overshoot past an end
-    return TimedPath(W, durations, max(off, 0.0))
+    return TimedPath(W, durations, max(off, 0.0), speed_factor)

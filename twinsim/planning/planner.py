@@ -199,9 +199,11 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
         tip = float(anat.surface.distance(target[None])[0]) - s.body_extra_clearance_mm
         value = -(min(float(c.min()), tip) + 0.1 * float(low.mean()))
         med, tilt = anat.angles_deg(start.side, u)
-        pen = max(0.0, lo - med) + max(0.0, med - hi) + max(0.0, abs(tilt) - s.max_tilt_deg)
-        pen += max(0.0, s.anterior_fraction - anat.depth_fraction(target)) * anat.body_depth_mm  # mm short of the anterior third
-        pen += max(0.0, -anat.lateral_of_midline_mm(start.side, target))
+        m = s.limit_margin
+        pen = max(0.0, lo + m - med) + max(0.0, med - hi + m) + max(0.0, abs(tilt) - s.max_tilt_deg + m)
+        # mm short of the anterior third
+        pen += max(0.0, (s.anterior_fraction - anat.depth_fraction(target)) * anat.body_depth_mm + m)
+        pen += max(0.0, m - anat.lateral_of_midline_mm(start.side, target))
         # Degrees and millimetres past a limit weigh alike; an impossible line costs far more (1e3).
         return value + 2.0 * pen
 

@@ -23,14 +23,19 @@ class PlanSettings:
     # is where cement leaks, and where a reconstruction is least sure of the wall.
     body_extra_clearance_mm: float = 2.0
     refine: bool = True
+    # The refinement aims this far inside each limit (mm of depth, deg of angle): its optimum sits on a limit's
+    # kink, and the optimiser's tolerance would otherwise leave a path a hair outside as often as inside.
+    limit_margin: float = 0.5
     max_evaluations: int = 400  # per side, of the refinement
 
     def __post_init__(self) -> None:
         problems = []
         if not self.cannula_diameter_mm > 0:
             problems.append(f"cannula_diameter_mm must be > 0 (got {self.cannula_diameter_mm})")
-        if min(self.margin_mm, self.dock_mm, self.min_tip_to_cortex_mm, self.body_extra_clearance_mm) < 0:
-            problems.append("margin_mm, dock_mm, min_tip_to_cortex_mm and body_extra_clearance_mm must be >= 0")
+        if min(self.margin_mm, self.dock_mm, self.min_tip_to_cortex_mm, self.body_extra_clearance_mm,
+               self.limit_margin) < 0:
+            problems.append("margin_mm, dock_mm, min_tip_to_cortex_mm, body_extra_clearance_mm and limit_margin "
+                            "must be >= 0")
         for name in ("medial_angle_deg", "convergence_deg"):
             lo, hi = getattr(self, name)
             if not lo < hi:

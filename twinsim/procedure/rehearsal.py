@@ -31,7 +31,7 @@ from twinsim.motion.envelope import PatientEnvelope, TableModel
 from twinsim.motion.execution import ReferenceMoved, Watch, run_watched
 from twinsim.motion.guarded_arm import GuardedArm, MotionLog
 from twinsim.motion.placement import Placement, PlacementSettings, search_placement
-from twinsim.motion.planner import MotionPlanner, PlannedMotion, Unreachable
+from twinsim.motion.planner import MotionPlanner, PlannedMotion, SightLine, Unreachable
 from twinsim.motion.twin_world import ClearanceSettings, TwinWorld
 from twinsim.planning.planner import VertebraPlan, plan_vertebra
 from twinsim.planning.settings import PlanSettings
@@ -357,6 +357,8 @@ class Rehearsal:
         plan = self.reg.plan
         q_now = self.dev.arm.read_joints_rad()
         T_tool_marker, cam = self._marker_and_camera()
+        # From here every motion keeps the guide's marker in the camera's sight in the twin, as the interlock will ask.
+        self.planner.sight = None if T_tool_marker is None else SightLine(T_tool_marker, cam)
         self.docks, problems = {}, {}
         for side in SIDES:
             p = plan.paths[side]

@@ -86,11 +86,11 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
     lines = []
     for i, s in enumerate(log.steps):
         extra = _step_figures(s)
-        lines.append(f"{i + 1:>2}. {s.title:<68} {STATE_MARK.get(s.state, s.state):<7} {s.seconds:6.1f} s  {extra}")
+        lines.append(f"{i + 1:>2}. {s.title:<70} {STATE_MARK.get(s.state, s.state):<7} {s.seconds:6.1f} s  {extra}")
         if s.error:
             lines += ["      " + w for w in textwrap.wrap(s.error, 120)[:3]]
     ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8, va="top")
-    ax.set_title(f"steps: {log.outcome}", loc="left")
+    ax.set_title("steps", loc="left")  # the outcome heads the page
     ax = fig.add_subplot(gs[1, 2])
     ax.axis("off")
     text = [f"rig: {log.meta.get('rig')}  level: {log.meta.get('level')}  views: {', '.join(log.meta.get('views', []))}"]
@@ -101,7 +101,7 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
         text += textwrap.wrap("placement: " + str(log.recommendation.get("advice", "")), 60)
     ax.text(0.0, 1.0, "\n".join(text), fontsize=10, va="top")
     ax.set_title("recommendation", loc="left")
-    fig.suptitle(f"twinsim rehearsal: {log.outcome}", fontsize=14)
+    fig.suptitle("\n".join(textwrap.wrap(f"twinsim rehearsal: {log.outcome}", 110)), fontsize=14)
     fig.tight_layout()
     return write_figure(fig, path)
 
