@@ -183,19 +183,27 @@ def test_a_motion_that_would_hide_the_guide_marker_goes_around_or_is_refused(sur
 
     r, dev, _ = surveyed
     world = r.world
-    T_tool_marker, cam = r._marker_and_camera()
-    assert T_tool_marker is not None, "the guide is tracked at the start pose"
+    sight = r._sight_line()
+    assert sight is not None and sight.spheres_marker_mm is not None, "the guide is tracked at the start pose"
+    T_tool_marker, cam = sight.T_tool_marker_mm, sight.camera_ref_mm
     planner = MotionPlanner(world, r.planner.model, r.cal.T_flange_tool, ompl_time_s=10.0)
     q0 = dev.arm.read_joints_rad()
     q1 = q0.copy()
-    q1[0] += 0.5 if q0[0] < 0 else -0.5
+    q1[0] += 0.8 if q0[0] < 0 else -0.8
     assert world.check_path([q0, q1]).ok
-    sight = SightLine(T_tool_marker, cam)
     assert all(planner.marker_in_sight(q, sight) for q in (q0, q1))
-    # A box hung in the line of sight half-way along the swing, 250 mm from the marker towards the camera.
+    # A box hung in the lines of sight half-way along the swing, 250 mm from the marker towards the camera: the
+    # smallest that hides the marker there and not at either end.
     mid = (planner.tool_pose_mm((q0 + q1) / 2) @ T_tool_marker)[:3, 3]
     at = mid + (cam - mid) / np.linalg.norm(cam - mid) * 250.0
-    box = box_body(world.client, [0.04, 0.04, 0.04], (at * 1e-3).tolist(), (1, 0, 0, 1))  # the twin's world is ref, in m
+    box = None
+    for size_m in (0.05, 0.07, 0.09, 0.11, 0.13):
+        box = box_body(world.client, [size_m] * 3, (at * 1e-3).tolist(), (1, 0, 0, 1))  # the twin's world is ref, in m
+        hides = not planner.marker_in_sight((q0 + q1) / 2, sight)
+        if hides or not all(planner.marker_in_sight(q, sight) for q in (q0, q1)):
+            break
+        pb.removeBody(box, physicsClientId=world.client)
+    assert hides and all(planner.marker_in_sight(q, sight) for q in (q0, q1)), size_m
     world.names[box] = "test occluder"
     try:
         assert world.contacts(q0)[0] is None and world.contacts(q1)[0] is None
@@ -207,8 +215,12 @@ def test_a_motion_that_would_hide_the_guide_marker_goes_around_or_is_refused(sur
         qs, _ = m.timing.configurations_at(60.0)
         assert sum(not planner.marker_in_sight(q) for q in qs) <= sight.max_blind_frames
         # A camera the goal pose cannot see: no path can keep the marker in sight, so none is sent.
-        planner.sight = SightLine(T_tool_marker, (planner.tool_pose_mm(q1) @ T_tool_marker)[:3, 3]
-                                  + (at - mid) / np.linalg.norm(at - mid) * 1500.0)
+        goal = (planner.tool_pose_mm(q1) @ T_tool_marker)[:3, 3]
+        z = -(at - mid) / np.linalg.norm(at - mid)  # the camera looks back at the goal's marker from 1.5 m
+        x = np.cross([0.0, 0.0, 1.0] if abs(z[2]) < 0.9 else [1.0, 0.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        planner.sight = SightLine(T_tool_marker, frames.make_transform(np.column_stack([x, np.cross(z, x), z]), goal - z * 1500.0),
+                                  sight.spheres_marker_mm)
         pb.resetBasePositionAndOrientation(box, ((planner.tool_pose_mm(q1) @ T_tool_marker)[:3, 3]
                                                  + (at - mid) / np.linalg.norm(at - mid) * 250.0) * 1e-3,
                                            [0, 0, 0, 1], physicsClientId=world.client)

@@ -376,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a command raises for bad input or a device's refusal: printed as one line, exit 2. Imported only when a
+    command fails, so a call does not pay for the torch and open3d imports of modules it never uses."""
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.example import ExampleNotInstalled
     from twinsim.anatomy.meshing import MeshingError
@@ -399,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     from twinsim.twin.calibration_set import CalibrationFileError
     from twinsim.twin.tracker_view import TrackingLost
 
+    return (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
+            GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
+            IKError, MarkerError, InitializationError, RenderError, PathGeometryError, ReconstructionFileError, PlanFileError,
+            PlanSettingsError, HalError, RigFileError, JointLimitError)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"rehearse", "scene", "patient", "xray", "ssm", "fetch-example", "bench", "calibrate", "reconstruct", "plan",
@@ -408,10 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
-            GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
-            IKError, MarkerError, InitializationError, RenderError, PathGeometryError, ReconstructionFileError, PlanFileError,
-            PlanSettingsError, HalError, RigFileError, JointLimitError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"twinsim: error: {exc}", file=sys.stderr)
         return 2
 

@@ -63,14 +63,6 @@ def tool_frame(tip_mm: np.ndarray, axis: np.ndarray, roll_rad: float) -> np.ndar
     return frames.make_transform(np.column_stack([x, np.cross(z, x), z]), tip_mm)
 
 
-def line_of_sight(planner: MotionPlanner, q_rad: np.ndarray, T_tool_marker_mm: np.ndarray | None,
-                  camera_ref_mm: np.ndarray | None) -> bool:
-    """Whether the straight line from the guide's marker to the camera crosses no body of the twin at ``q_rad``."""
-    if T_tool_marker_mm is None or camera_ref_mm is None:
-        return True
-    return planner.marker_in_sight(q_rad, SightLine(T_tool_marker_mm, camera_ref_mm))
-
-
 def _first_solution(planner: MotionPlanner, T_ref_tool_mm: np.ndarray, seeds: list[np.ndarray]) -> np.ndarray | None:
     for seed in seeds:
         try:
@@ -81,8 +73,7 @@ def _first_solution(planner: MotionPlanner, T_ref_tool_mm: np.ndarray, seeds: li
 
 
 def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm: np.ndarray, envelope: PatientEnvelope,
-              q_seeds_rad: list[np.ndarray], settings: DockSettings | None = None, T_tool_marker_mm: np.ndarray | None = None,
-              camera_ref_mm: np.ndarray | None = None) -> DockPlan:
+              q_seeds_rad: list[np.ndarray], settings: DockSettings | None = None, sight: SightLine | None = None) -> DockPlan:
     """The best reachable, clear docking of the guide on a path; raises :class:`Unreachable` naming why none is."""
     s = settings or DockSettings()
     axis = (target_mm - entry_mm) / np.linalg.norm(target_mm - entry_mm)
@@ -118,7 +109,7 @@ def plan_dock(planner: MotionPlanner, side: str, entry_mm: np.ndarray, target_mm
             key = f"too close: {hits[0].link} vs {hits[0].body}"
             why[key] = why.get(key, 0) + 1
             continue
-        seen = all(line_of_sight(planner, q, T_tool_marker_mm, camera_ref_mm) for q in (q_dock, q_app))
+        seen = sight is None or all(planner.marker_in_sight(q, sight) for q in (q_dock, q_app))
         cand = DockPlan(side, T_dock, T_app, q_dock, q_app, float(np.degrees(roll)), margin, exit_mm,
                         float(np.linalg.norm(target_mm - dock_tip)), seen, back_mm)
         if best is None or (cand.marker_in_sight, cand.limit_margin_rad) > (best.marker_in_sight, best.limit_margin_rad):

@@ -25,6 +25,7 @@ from twinsim.motion.timing import TimedPath, time_path
 from twinsim.motion.twin_world import PathCheck, TwinWorld
 from twinsim.robot import panda
 from twinsim.robot.kinematics import IKError
+from twinsim.tracking.volume import FRAME_RATE_HZ, MIN_VISIBLE_SPHERES, MeasurementVolume
 
 
 class MotionRefused(RuntimeError):
@@ -41,14 +42,22 @@ class Unreachable(MotionRefused):
 
 @dataclass(frozen=True)
 class SightLine:
-    """The guide's marker (in the tool frame) and the camera (in ``ref``), mm: the twin keeps the line between
-    them clear of every body along a motion, frame by frame at the tracker's rate."""
+    """The guide's marker (in the tool frame) and the camera (``T_ref_cam``), mm: the twin keeps the tracker's view of
+    the marker along a motion, frame by frame at the tracker's rate, as the tracker itself would judge it: each
+    sphere in the measurement volume with a clear ray to the camera, and enough of them."""
 
     T_tool_marker_mm: np.ndarray
-    camera_ref_mm: np.ndarray
-    rate_hz: float = 60.0
-    # Fewer than the interlock's 6 lost frames: the twin's bodies are models, a grazing line may be hidden for real.
+    T_ref_cam_mm: np.ndarray
+    spheres_marker_mm: np.ndarray | None = None  # the tool definition; None: one ray from the marker's origin
+    volume: MeasurementVolume = MeasurementVolume()
+    rate_hz: float = FRAME_RATE_HZ
+    min_spheres: int = MIN_VISIBLE_SPHERES
+    # Fewer than the interlock's 6 lost frames: the twin's bodies are models, a grazing ray may be blocked for real.
     max_blind_frames: int = 2
+
+    @property
+    def camera_ref_mm(self) -> np.ndarray:
+        return self.T_ref_cam_mm[:3, 3]
 
 
 @dataclass
@@ -101,17 +110,26 @@ class MotionPlanner:
 
     # ---- line of sight ------------------------------------------------------------------
     def marker_in_sight(self, q_rad: np.ndarray, sight: SightLine | None = None) -> bool:
-        """Whether the straight line from the guide's marker to the camera crosses no body of the twin at ``q_rad``."""
+        """Whether the tracker would see the guide's marker with the robot at ``q_rad``, in the twin."""
         sight = sight or self.sight
         if sight is None:
             return True
-        marker = (self.tool_pose_mm(q_rad) @ sight.T_tool_marker_mm)[:3, 3]
+        T_ref_marker = self.tool_pose_mm(q_rad) @ sight.T_tool_marker_mm
+        local = np.zeros((1, 3)) if sight.spheres_marker_mm is None else sight.spheres_marker_mm
+        spheres = frames.transform_points(T_ref_marker, local)
+        need = 1 if sight.spheres_marker_mm is None else min(sight.min_spheres, len(local))
+        inside = sight.volume.contains(frames.transform_points(frames.invert(sight.T_ref_cam_mm), spheres))
+        if inside.sum() < need:
+            return False
         self.world.set_joints(q_rad)
-        d = sight.camera_ref_mm - marker
-        n = np.linalg.norm(d)
-        a = (marker + d / n * 30.0) * 1e-3  # start clear of the marker's own post
-        b = (sight.camera_ref_mm - d / n * 150.0) * 1e-3  # stop short of the camera the navigation robot holds
-        return pb.rayTest(a.tolist(), b.tolist(), physicsClientId=self.world.client)[0][0] < 0
+        d = sight.camera_ref_mm - spheres
+        u = d / np.linalg.norm(d, axis=1, keepdims=True)
+        # From just off each sphere (its own mount does not hide it) to short of the camera the navigation robot holds.
+        off_mm = 12.0 if sight.spheres_marker_mm is not None else 30.0
+        a, b = (spheres + u * off_mm) * 1e-3, (sight.camera_ref_mm - u * 150.0) * 1e-3
+        hits = pb.rayTestBatch(a.tolist(), b.tolist(), physicsClientId=self.world.client)
+        clear = np.array([h[0] < 0 for h in hits]) & inside
+        return int(clear.sum()) >= need
 
     def blind_stretch(self, timing: TimedPath) -> str | None:
         """Why the timed path hides the marker for too long (None when it does not): the longest run of tracker

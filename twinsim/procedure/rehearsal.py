@@ -39,6 +39,7 @@ from twinsim.procedure.steps import ProcedureLog, StepFailed, StepRecord
 from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
 from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
+from twinsim.tracking.markers import MarkerError, load_marker
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
 from twinsim.twin.sync import NEEDLE_MARKER, REFERENCE, TwinSync
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
@@ -356,15 +357,14 @@ class Rehearsal:
     def _reach(self, rec: StepRecord) -> dict[str, Any]:
         plan = self.reg.plan
         q_now = self.dev.arm.read_joints_rad()
-        T_tool_marker, cam = self._marker_and_camera()
-        # From here every motion keeps the guide's marker in the camera's sight in the twin, as the interlock will ask.
-        self.planner.sight = None if T_tool_marker is None else SightLine(T_tool_marker, cam)
+        # From here every motion keeps the guide's marker in the tracker's view in the twin, as the interlock will ask.
+        self.planner.sight = self._sight_line()
         self.docks, problems = {}, {}
         for side in SIDES:
             p = plan.paths[side]
             try:
                 self.docks[side] = plan_dock(self.planner, side, p.entry_mm, p.target_mm, self.reg.envelope, [q_now],
-                                             self.s.dock, T_tool_marker, cam)
+                                             self.s.dock, self.planner.sight)
             except Unreachable as exc:
                 problems[side] = exc.reason
         if problems:
@@ -380,15 +380,20 @@ class Rehearsal:
                                    "limit_margin_rad": min(d.limit_margin_rad for d in self.docks.values())}
         return {side: d.summary() for side, d in self.docks.items()}
 
-    def _marker_and_camera(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The guide's marker in the tool frame (tracked vs joints), and the camera in ``ref``: for line-of-sight checks."""
+    def _sight_line(self) -> SightLine | None:
+        """The guide's marker in the tool frame (tracked vs joints), its spheres and the camera in ``ref``: what the
+        twin's line-of-sight checks need (None when the guide is not tracked here)."""
         f = read_frames(self.dev.tracker, 10)
         try:
             T_ref_marker = ToolIndex(self.dev.tracker).pose_in(f, NEEDLE_MARKER, REFERENCE)
         except TrackingLost:
-            return None, None
+            return None
+        try:
+            spheres = load_marker(NEEDLE_MARKER).spheres_mm
+        except MarkerError:  # no tool definition here: one ray from the marker's origin
+            spheres = None
         T_ref_tool = self.planner.tool_pose_mm(self.dev.arm.read_joints_rad())
-        return frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm)[:3, 3]
+        return SightLine(frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm), spheres)
 
     def _move(self, motion: PlannedMotion, watch: Watch, rec: StepRecord) -> None:
         frames_read = run_watched(self.guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)

@@ -98,7 +98,7 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
     text.append(f"motions sent {m.get('sent', 0)}, refused {m.get('refused', 0)}, sent unchecked {m.get('sent_without_passed_check', 0)}")
     if log.recommendation:
         text.append("")
-        text += textwrap.wrap("placement: " + str(log.recommendation.get("advice", "")), 60)
+        text += textwrap.wrap("placement: " + str(log.recommendation.get("advice", "")), 48)
     ax.text(0.0, 1.0, "\n".join(text), fontsize=10, va="top")
     ax.set_title("recommendation", loc="left")
     fig.suptitle("\n".join(textwrap.wrap(f"twinsim rehearsal: {log.outcome}", 110)), fontsize=14)
