@@ -4,6 +4,7 @@ so the real pipeline runs each time (about half a minute on 2 cores)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 _SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Each session (and each xdist worker) meshes into its own cache; a few hundred MB left behind per run otherwise.
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

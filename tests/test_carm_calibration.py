@@ -214,7 +214,7 @@ def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, exam
     T_ref_ct = frames.invert(frames.scale_translation(measured_pose_m(tool(vega, "patient_reference")), 1000.0)) \
         @ frames.scale_translation(room.T_world_ct, 1000.0)
     mask = example_ct.vertebra_mask("L1", require_complete=False)
-    fit = FitSettings(restarts=0)
+    fit = FitSettings(restarts=0, iterations=(30, 25, 15))  # a short fit: the floor is on the chain, not the optimiser
     tracked = reconstruct(model, acqs, clicks, fit)
     dice = evaluate(tracked.mesh().transformed(frames.invert(T_ref_ct), "ct"), truth, mask, example_ct.affine_mm)["dice"]
     assert dice > 0.75, dice  # a generous floor; `twinsim bench recon --geometry tracked` compares with the true geometry
