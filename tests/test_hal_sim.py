@@ -91,6 +91,20 @@ def test_collision_reflex_stops_the_arm_at_the_contact(rig, home):
     assert not arm.has_error()
 
 
+def test_put_back_restores_the_arm_after_a_stop_mid_motion(rig, home):
+    """What a bench does between cases: the arm back at its true start, at rest and out of error."""
+    room, clock, arm, _ = rig
+    physical = room.joint_positions("operation")
+    arm.follow_joint_path([home + np.array([0.3, 0.2, 0.0, 0.2, 0.0, 0.0, 0.0])], 0.3, asynchronous=True)
+    clock.advance(0.3)
+    arm.trip_reflex("a push on link 4")
+    assert arm.has_error() and not np.allclose(room.joint_positions("operation"), physical)
+    arm.put_back(physical)
+    assert not arm.has_error() and not arm.is_moving()
+    np.testing.assert_allclose(room.joint_positions("operation"), physical, atol=1e-9)
+    arm.move_joints(home, speed_factor=0.5)  # it takes commands again
+
+
 def test_stop_and_limits(rig, home):
     _, clock, arm, tracker = rig
     arm.move_joints(home + np.array([0.4, 0, 0, 0, 0, 0, 0]), speed_factor=0.2, asynchronous=True)

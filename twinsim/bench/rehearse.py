@@ -138,6 +138,7 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
     rows: dict[str, list[dict[str, Any]]] = {}
     with open_rig(rig, progress=False) as dev:
         verifier = SimVerifier(dev, dev.target_level)
+        physical_home = dev.room.joint_positions("operation")
         pairs, refused = _allowed_pairs(dev, n_pairs, seed)
         runs = [(f"ours, clicks {s:g} mm", s, None) for s in click_sigmas_mm]
         if with_geoplan:
@@ -153,6 +154,11 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 reh = Rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
                                 RehearsalSettings(views=pair, seed=case_seed), cal, verifier, echo=lambda s: None,
                                 plan_source=plan_source)
+                # Every case starts from the same room: a case that stopped mid-motion left the arm where it stopped.
+                dev.arm.put_back(physical_home)
+                dev.carm.park()
+                for _ in range(dev.tracker.vega.latency_frames + 1):  # the tracker's pipeline refills after the jump
+                    dev.tracker.get_frame()
                 t0 = time.perf_counter()
                 reh.run()
                 cal = reh.cal  # the first case may have calibrated: the rest reuse it

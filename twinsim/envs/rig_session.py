@@ -78,10 +78,8 @@ class RigSession:
         if self.faults is not None:
             self.faults.close()  # what its faults did to the room is put back below
         dev.tracker.answering = True
-        dev.arm.recover()
-        dev.arm._trajectory = None
         self.room.move_patient(np.eye(4))
-        self.room.set_joint_positions("operation", self.physical_home)
+        dev.arm.put_back(self.physical_home)
         rngs = np.random.SeedSequence(seed).spawn(4)
         vega = dev.tracker.vega
         vega.rng = np.random.default_rng(rngs[0])

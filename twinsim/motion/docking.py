@@ -5,7 +5,7 @@ docks on the path's axis ``dock_standoff_mm`` outside where the axis leaves the 
 envelope, bore along the axis; the approach pose is further back on the same axis, by the first
 of ``approach_mm`` the arm reaches. Only the roll about the axis is free: each candidate roll is solved on the nominal model
 and kept when both poses are reachable within the soft limits, clear of every body, and the
-guide's marker stays in the camera's line of sight in the twin; the best joint-limit margin wins.
+guide's marker stays in the tracker's view at both poses in the twin; the best joint-limit margin wins.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """Joint trajectories for the operation robot, planned and checked in the twin before any motion.
 
-A motion is first tried as the direct joint segment; where that comes too close to a body
-(or, once the guide's marker and the camera are known, hides the marker from the camera for longer
-than the tracking interlock allows), OMPL's RRT-Connect plans around it in joint space (soft limits as bounds, the twin's contact
-query as the validity check) and its simplified path is checked again, densely, by the twin:
-that dense check, not the sampler's, decides. Straight-line tool motions (the advance along a
-needle path) are solved pose by pose on the nominal model and checked the same way. Every
-accepted path is time-parametrised with ruckig; a refused one names the body pair, where on
-the path and the clearance.
+A motion is first tried as the direct joint segment; where that comes too close to a body (or,
+once the guide's marker and the camera are known, hides the marker from the tracker for longer
+than the interlock allows), OMPL's RRT-Connect plans around it in joint space (soft limits as
+bounds, the twin's contact query and then the marker's visibility as the validity check) and its
+simplified path is checked again, densely, by the twin: that dense check, not the sampler's,
+decides. Straight-line tool motions (the advance along a needle path) are solved pose by pose on
+the nominal model and checked the same way. Every accepted path is time-parametrised with ruckig
+and its tracker frames checked for the marker's visibility; a refused one names the body pair,
+where on the path and the clearance, or how long the marker would be hidden.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class MotionPlanner:
         timing = time_path(W, self.speed_factor)
         blind = self.blind_stretch(timing)
         if blind is not None:
-            raise MotionRefused(name, blind, check)
+            raise MotionRefused(name, blind)
         return PlannedMotion(name, W, check, method, timing, time.perf_counter() - t0, refused_first, blind_first)
 
     def plan(self, name: str, q_start_rad: np.ndarray, q_goal_rad: np.ndarray) -> PlannedMotion:

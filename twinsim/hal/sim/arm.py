@@ -115,6 +115,13 @@ class SimArm(SimulatedArm):
         self._pending = None
         self.contact = None
 
+    def put_back(self, physical_q_rad: np.ndarray) -> None:
+        """Simulation only: the arm stands at ``physical_q_rad`` (its true joints), at rest and out of error, as a lab
+        would bring it back before the next patient; for benches and episodes, never for the procedure."""
+        self.recover()
+        self._trajectory = None
+        self.room.set_joint_positions(self.name, physical_q_rad)
+
     def close(self) -> None:
         self.model.close()
 
