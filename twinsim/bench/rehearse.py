@@ -157,8 +157,7 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 # Every case starts from the same room: a case that stopped mid-motion left the arm where it stopped.
                 dev.arm.put_back(physical_home)
                 dev.carm.park()
-                for _ in range(dev.tracker.vega.latency_frames + 1):  # the tracker's pipeline refills after the jump
-                    dev.tracker.get_frame()
+                dev.tracker.refill()
                 t0 = time.perf_counter()
                 reh.run()
                 cal = reh.cal  # the first case may have calibrated: the rest reuse it

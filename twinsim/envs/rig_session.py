@@ -89,9 +89,7 @@ class RigSession:
         dev.carm.seed = int(np.random.default_rng(rngs[3]).integers(2**31))
         dev.carm._shots = 0
         self.faults = FaultInjector(dev, self.episode_faults)
-        # The tracker's pipeline refills (its latency) before the first observation.
-        for _ in range(vega.latency_frames + 1):
-            dev.tracker.get_frame()
+        dev.tracker.refill()  # before the first observation
 
     def close(self) -> None:
         if self.faults is not None:

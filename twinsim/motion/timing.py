@@ -9,7 +9,7 @@ motions are ruckig too). Limits are scaled by the speed factor (jerk by its cube
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ruckig import InputParameter, Result, Ruckig, Trajectory
@@ -28,8 +28,7 @@ class TimedPath:
     waypoints_rad: np.ndarray
     segment_s: list[float]
     max_off_path_rad: float  # largest overshoot past a segment's end among the samples (0: stays on the segment)
-
-    speed_factor: float = 0.2
+    segments: list[Trajectory | None] = field(default_factory=list)  # ruckig's, per segment (None: no motion)
 
     @property
     def duration_s(self) -> float:
@@ -39,10 +38,10 @@ class TimedPath:
         """Where the arm is at each tick of a clock at ``rate_hz`` along the timed path (a tracker's frames), and
         the waypoint index + fraction of each."""
         qs, where = [self.waypoints_rad[0]], [0.0]
-        for i, (q0, q1, d) in enumerate(zip(self.waypoints_rad[:-1], self.waypoints_rad[1:], self.segment_s, strict=True)):
-            if d <= 0.0:
+        for i, (q0, q1, d, traj) in enumerate(zip(self.waypoints_rad[:-1], self.waypoints_rad[1:], self.segment_s,
+                                                  self.segments, strict=True)):
+            if traj is None:
                 continue
-            traj = _segment(q0, q1, self.speed_factor)
             for t in np.arange(1.0 / rate_hz, d + 1.0 / rate_hz, 1.0 / rate_hz):
                 s = float(np.clip(traj.at_time(min(t, d))[0][0], 0.0, 1.0))
                 qs.append(q0 + s * (q1 - q0))
@@ -68,13 +67,15 @@ def _segment(q0: np.ndarray, q1: np.ndarray, speed_factor: float) -> Trajectory:
 
 def time_path(waypoints_rad: Sequence[np.ndarray], speed_factor: float, samples_per_segment: int = 20) -> TimedPath:
     W = np.asarray(waypoints_rad, dtype=np.float64)
-    durations, off = [], 0.0
+    durations, segments, off = [], [], 0.0
     for q0, q1 in zip(W[:-1], W[1:], strict=True):
         if np.max(np.abs(q1 - q0)) < 1e-12:
             durations.append(0.0)
+            segments.append(None)
             continue
         traj = _segment(q0, q1, speed_factor)
         durations.append(float(traj.duration))
+        segments.append(traj)
         s = np.array([traj.at_time(t)[0][0] for t in np.linspace(0.0, traj.duration, samples_per_segment)])
         off = max(off, float(np.max(np.maximum(s - 1.0, -s))) * float(np.max(np.abs(q1 - q0))))  # overshoot past an end
-    return TimedPath(W, durations, max(off, 0.0), speed_factor)
+    return TimedPath(W, durations, max(off, 0.0), segments)

@@ -28,6 +28,12 @@ class SimTracker:
         self._check_answering()
         return self.vega.get_frame()
 
+    def refill(self) -> None:
+        """Simulation only: read frames until what the tracker reports was measured after now (its latency), e.g.
+        after the room was put back between cases or episodes."""
+        for _ in range(self.vega.latency_frames + 1):
+            self.get_frame()
+
     def get_tool_descriptions(self) -> tuple[list, list]:
         self._check_answering()
         return self.vega.get_tool_descriptions()
