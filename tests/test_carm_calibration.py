@@ -185,11 +185,11 @@ def test_carm_calibration_in_the_room_through_the_hal(calibrated_room):
 def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, example_ct):
     """Two X-rays whose geometry comes from the tracker and the C-arm calibration, in ``ref``: the fit lands
     the vertebra where it truly is (scored in ct through the room's true ``T_ref_ct``), within the floor."""
-    from twinsim.anatomy.ssm import load_model
     from twinsim.evaluation.recon_metrics import evaluate
     from twinsim.evaluation.simulated_clicks import simulate_clicks, true_landmarks_mm
     from twinsim.hal import CArmView
     from twinsim.recon.fit import FitSettings, reconstruct
+    from twinsim.shape.model import load_model
     from twinsim.sim.carm_imaging import carm_projection
     from twinsim.sim.hand_held import measured_pose_m, tool
     from twinsim.workflows.tracked_xray import acquire_tracked

@@ -11,11 +11,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from twinsim.anatomy.ssm import load_model
 from twinsim.planning.cannula import BoneSurface, PathGeometryError
 from twinsim.planning.plan_file import PlanFileError, load_plan, save_plan
 from twinsim.planning.planner import assess_pair, plan_vertebra
 from twinsim.planning.settings import PlanSettings, PlanSettingsError
+from twinsim.shape.model import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from twinsim import frames
-from twinsim.anatomy.ssm import load_model
 from twinsim.bench.recon import view_geometry
 from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.imaging.acquisition import Acquisition
@@ -27,6 +26,7 @@ from twinsim.recon.initialization import (
     load_clicks,
     triangulate_dlt,
 )
+from twinsim.shape.model import load_model
 
 CENTRE_MM = np.array([10.0, -20.0, 30.0])
 
@@ -85,7 +85,7 @@ def test_solid_rendering_is_the_chord_length_of_a_sphere():
 
 
 def test_renderer_gradients_match_finite_differences(model):
-    from twinsim.anatomy.ssm_torch import DifferentiableInstance
+    from twinsim.shape.differentiable import DifferentiableInstance
 
     inst = DifferentiableInstance(model, 3, dtype=torch.float64)
     faces = torch.as_tensor(model.faces, dtype=torch.long)

@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm import load_model
+from twinsim.shape.model import load_model
 from twinsim.tracking.calibration import CalibrationError
 from twinsim.tracking.hand_eye import hand_eye_calibrate, robot_world_calibrate
 from twinsim.tracking.markers import load_marker

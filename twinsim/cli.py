@@ -14,6 +14,7 @@ from twinsim.frames import FrameError
 from twinsim.hal import command as hal_command
 from twinsim.planning import command as plan_command
 from twinsim.scenario import command as scenario_command
+from twinsim.shape.regions import MODEL_NAMES
 
 DESCRIPTION = """\
 twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
@@ -206,18 +207,19 @@ def cmd_xray(args: argparse.Namespace) -> int:
 
 
 def cmd_ssm(args: argparse.Namespace) -> int:
-    from twinsim.anatomy import ssm_commands as sc
     from twinsim.report import write_json
+    from twinsim.shape import commands as sc
 
-    models = args.model or ["L1", "lumbar"]
+    models = args.model or list(MODEL_NAMES)
     out = Path(args.out or ("assets/ssm" if args.action in ("build", "annotate") else "out/ssm"))
     if args.action == "build":
         return sc.build(Path(args.data), out, models)
     if args.action == "annotate":
         return sc.reannotate(out, models)
     if args.action == "eval":
-        target = sc.example_l1_surface()
-        results = sc.evaluate(models, out, target)
+        from twinsim.shape.regions import MODEL_LEVELS
+
+        results = sc.evaluate(models, sc.example_vertebrae(sorted({lv for m in models for lv in MODEL_LEVELS[m]})))
         print(sc.format_eval(results))
         print(f"wrote {write_json(out / 'ssm_eval.json', results)} and {sc.plot_eval(results, out / 'ssm_eval.png')}")
         return 0
@@ -227,13 +229,13 @@ def cmd_ssm(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from twinsim.anatomy.ssm import load_model
     from twinsim.imaging.acquisition import load_acquisition
     from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
     from twinsim.recon.initialization import load_clicks
     from twinsim.recon.overlay import write_overlay
     from twinsim.recon.similarity import LOSSES
     from twinsim.report import atomic_output, table
+    from twinsim.shape.model import load_model
 
     if len(args.image) != 2:
         raise SystemExit(f"twinsim reconstruct: give exactly two --image files, got {len(args.image)}")
@@ -341,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["build", "annotate", "eval", "show"])
     s.add_argument("--data", default="../shared/data", help="build: raw shape data folder (default ../shared/data)")
     s.add_argument("-o", "--out", default=None, help="output folder (build: assets/ssm; eval/show: out/ssm)")
-    s.add_argument("--model", action="append", choices=["L1", "lumbar"], help="which model (repeatable; default both)")
+    s.add_argument("--model", action="append", choices=list(MODEL_NAMES), help="which model (repeatable; default all)")
     s.set_defaults(func=cmd_ssm)
 
     hal_command.add_parser(sub)
@@ -382,8 +384,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.example import ExampleNotInstalled
     from twinsim.anatomy.meshing import MeshingError
-    from twinsim.anatomy.shape_data import ShapeDataError
-    from twinsim.anatomy.ssm import ShapeModelError
     from twinsim.hal.errors import HalError, RigFileError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
@@ -395,6 +395,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from twinsim.recon.renderer import RenderError
     from twinsim.robot.kinematics import IKError
     from twinsim.robot.panda import JointLimitError
+    from twinsim.shape.model import ShapeModelError
+    from twinsim.shape.sources import ShapeDataError
     from twinsim.sim.scene_config import SceneConfigError
     from twinsim.tracking.calibration import CalibrationError
     from twinsim.tracking.markers import MarkerError

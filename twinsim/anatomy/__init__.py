@@ -1,6 +1,6 @@
-"""Patient anatomy: CT and label loading, surface meshes, the patient model, vertebral shape models.
+"""Patient anatomy: CT and label loading, surface meshes, the patient model.
 
-Import the submodule you need (``twinsim.anatomy.ct``, ``.patient``, ``.ssm``...): importing the
-package itself loads nothing, so code that may not read a CT (the planner) can use the shape
-model without pulling in the CT loader.
+Import the submodule you need (``twinsim.anatomy.ct``, ``.patient``, ``.meshing``...): importing
+the package itself loads nothing, so code that may not read a CT can use the meshes without
+pulling in the CT loader. Vertebral shape models live in ``twinsim.shape``.
 """

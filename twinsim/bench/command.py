@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ct", help="xray, recon, plan: CT NIfTI (default: the example patient)")
     b.add_argument("--labels", help="xray, recon, plan: label map NIfTI")
     b.add_argument("--label-table", help="xray, recon, plan: label table (CSV or JSON)")
-    b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; levels other than L1 are stress cases)")
+    b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; each with its regional model, and recon also with the L1 model beside it)")
     b.add_argument("--seeds", type=int, default=5, help="carm: how many seeds, from --seed (default 5)")
     b.add_argument("--pairs", type=int, default=None, help="recon, plan, rehearse: random view pairs (default 20 per level; 10 with --geometry tracked or for rehearse)")
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
     b.add_argument("--no-reference", action="store_true", help="xray: skip diffdrr (ours only)")
+    b.add_argument("--reference-model", default="L1",
+                   help="recon: reconstruct every level whose own model differs also with this one (a name or an .npz; "
+                        "'none' to skip), same images and clicks (default L1)")
     b.add_argument("--seed", type=int, default=0, help="mapping, recon, plan: seed (default 0)")
     b.add_argument("--calibration", help="mapping: use this calibration file instead of calibrating first")
     b.add_argument("--geometry", choices=["truth", "tracked"], default="truth",
@@ -97,7 +100,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.click_sigma_mm >= 0:
             raise SystemExit(f"twinsim bench recon: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
         return main(ct, labels, table_, levels, out, 20 if args.pairs is None else args.pairs, args.seed,
-                    Path(args.cases) if args.cases else None, args.click_sigma_mm)
+                    Path(args.cases) if args.cases else None, args.click_sigma_mm,
+                    None if args.reference_model == "none" else args.reference_model)
     if args.what == "plan":
         from twinsim.bench.plan import main
 

@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.patient import Patient
-from twinsim.anatomy.ssm import load_model
 from twinsim.bench.tracked_room import TrackedRoom, open_tracked_room
 from twinsim.evaluation.recon_metrics import score_in_ct
 from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
@@ -35,6 +34,7 @@ from twinsim.hal.interfaces import CArmView
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
 from twinsim.report import num, table, write_figure, write_json
 from twinsim.robot.kinematics import IKError
+from twinsim.shape.model import load_model
 from twinsim.sim.scene_config import BUDGET_TERMS
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.sync import TwinSync

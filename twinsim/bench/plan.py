@@ -35,7 +35,6 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.anatomy.ct import load_ct
 from twinsim.anatomy.patient import build_patient
-from twinsim.anatomy.ssm import load_model
 from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
@@ -47,6 +46,8 @@ from twinsim.planning.settings import PlanSettings
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
 from twinsim.recon.initialization import initial_pose
 from twinsim.report import num, table, write_figure, write_json
+from twinsim.shape.model import load_model
+from twinsim.shape.regions import MODEL_LEVELS
 
 METHODS = ("ours", "ours_transfer", "init_transfer", "geoplan", "model_floor", "ceiling")
 LABELS = {"ours": "ours (recon + planner)", "ours_transfer": "ours, transfer only", "init_transfer": "initial pose, transfer only",
@@ -116,7 +117,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
         ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
         ceiling_row = _case_row(true_v.score(ceiling_paths, ceiling_ok), seconds=time.perf_counter() - t0)
         floor_row = _case_row(true_v.score(*plan_paths(true_v.model_floor)))
-        per: dict[str, Any] = {"model": model.name, "stress": level != "L1",
+        per: dict[str, Any] = {"model": model.name, "stress": level not in MODEL_LEVELS[model.name],
                                "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
                                                 for s, p in true_v.ceiling.paths.items()}}
         bar = tqdm(total=sum(len(v) for v in pairs.values()), desc=f"bench plan {level}", unit="pair", disable=progress is False)
@@ -240,7 +241,7 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
         ax.set_xticks(x, [m.replace("_", "\n") for m in METHODS], fontsize=8)
         ax.set_ylabel("both paths safe in the true bone (%)")
         ax.set_ylim(0, 105)
-        ax.set_title(f"{level}{' (stress: L1 model)' if per['stress'] else ''}: success, 95 % interval")
+        ax.set_title(f"{level}, model {per.get('model', '?')}: success, 95 % interval")
         ax.legend(fontsize=7)
         ax = axes[row, 1]
         data = [[p["clearance_mm"] for c in per["random"][m]["cases"] + per["ap_lat"][m]["cases"] for p in c["paths"].values()

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.anatomy.ct import CTVolume, load_ct
 from twinsim.anatomy.patient import build_patient
-from twinsim.anatomy.ssm import load_model
 from twinsim.evaluation.recon_metrics import evaluate
 from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
 from twinsim.imaging.acquisition import Acquisition
@@ -36,6 +35,8 @@ from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
 from twinsim.recon.initialization import initial_pose
 from twinsim.recon.similarity import GradientNCCLoss, NCCLoss
 from twinsim.report import num, table, write_figure, write_json
+from twinsim.shape.model import ShapeModel, load_model
+from twinsim.shape.regions import MODEL_LEVELS
 
 METHODS = ("ours", "ncc_baseline", "init_only")
 FAILURE_DICE = 0.5
@@ -67,11 +68,42 @@ def summarize_cases(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _run_case(model: ShapeModel, acqs: list[Acquisition], clicks: Any, settings: FitSettings, case: dict[str, Any],
+              truth: Any, mask: np.ndarray, affine_mm: np.ndarray, rows: dict[str, list[dict[str, Any]]],
+              with_baseline: bool = True) -> None:
+    """Initialization, ours and (``with_baseline``) the NCC baseline on one case with one model; a row per method."""
+    try:
+        t = time.perf_counter()
+        init = initial_pose(model, [a.geometry for a in acqs], clicks, views=[a.view for a in acqs])
+        init_s = time.perf_counter() - t
+    except ValueError as exc:
+        for m in METHODS:
+            rows[m].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
+        return
+    init_mesh = None
+    for m, loss in (("ours", GradientNCCLoss()), ("ncc_baseline", NCCLoss()))[: 2 if with_baseline else 1]:
+        try:
+            r = reconstruct(model, acqs, clicks, settings, loss=loss, init=init)
+        except ValueError as exc:
+            rows[m].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
+            continue
+        rows[m].append({**case, **evaluate(r.mesh(), truth, mask, affine_mm), "seconds": r.wall_s + init_s,
+                        "runs": r.runs, "loss": r.loss, "initial_loss": r.initial_loss,
+                        "landmark_rms_sigma": r.landmark_rms_sigma})
+        init_mesh = r.initial_mesh()
+    if init_mesh is not None:
+        rows["init_only"].append({**case, **evaluate(init_mesh, truth, mask, affine_mm), "seconds": init_s})
+
+
 def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_random: int = 20, seed: int = 0,
                     size_px: int = 512, click_sigma_mm: float = DEFAULT_CLICK_SIGMA_MM, settings: FitSettings | None = None,
                     progress: bool | None = None, case_dir: Path | None = None,
-                    on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """All levels' results; ``on_level`` gets the results so far after each level (a long run keeps what it has)."""
+                    on_level: Callable[[dict[str, Any]], None] | None = None,
+                    reference_model: str | None = "L1") -> dict[str, Any]:
+    """All levels' results; ``on_level`` gets the results so far after each level (a long run keeps what it has).
+
+    A level whose own model is not ``reference_model`` is also reconstructed with the reference, from the
+    same images and clicks (rows "T12 (L1 model)"): what the regional model adds, measured in one run."""
     # The fitter knows the click error's size (a property of the clinician or detector, not ground truth);
     # 0 mm clicks still get a 0.25 mm SD so that the landmark term stays finite.
     settings = settings or FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
@@ -82,14 +114,22 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
     for level in levels:
         truth = patient_meshes[level]
         mask = ct.vertebra_mask(level, require_complete=False)
-        model = load_model(default_model_name(level))
+        own = default_model_name(level)
+        names = [own] + ([reference_model] if reference_model and reference_model != own else [])
+        models = {name: load_model(name) for name in names}
         t0 = time.perf_counter()
-        landmarks = true_landmarks_mm(model, truth)
-        per_level: dict[str, Any] = {"model": model.name, "stress": level != "L1", "landmark_fit_s": time.perf_counter() - t0}
+        # One clinician for both models: clicks on the anatomy, located with the level's own model.
+        landmarks = true_landmarks_mm(models[own], truth)
+        labels = {name: name if name == own else models[name].name + ("" if name == models[name].name else f" ({Path(name).stem})")
+                  for name in names}
+        keys = {name: level if name == own else f"{level} ({labels[name]} model)" for name in names}
+        per_model: dict[str, dict[str, Any]] = {
+            name: {"model": labels[name], "level": level, "stress": level not in MODEL_LEVELS[models[name].name],
+                   "landmark_fit_s": time.perf_counter() - t0} for name in names}
         n_cases = sum(len(v) for v in pairs.values())
-        bar = tqdm(total=n_cases, desc=f"bench recon {level}", unit="pair", disable=progress is False)
+        bar = tqdm(total=n_cases, desc=f"bench recon {level} ({' + '.join(names)})", unit="pair", disable=progress is False)
         for set_name, view_pairs in pairs.items():
-            rows = {m: [] for m in METHODS}
+            rows = {name: {m: [] for m in METHODS} for name in names}
             for k, (va, vb) in enumerate(view_pairs):
                 case_seed = seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500)
                 acqs = [acquire(renderer, view_geometry(truth.centroid_mm, v, size_px), v, case_seed + j) for j, v in enumerate((va, vb))]
@@ -102,32 +142,17 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
                     clicks.save(case_dir / level / "clicks.json")
                 case = {"views": [va.name, vb.name], "angles_deg": [[va.lao_deg, va.cranial_deg], [vb.lao_deg, vb.cranial_deg]],
                         "separation_deg": va.beam_angle_to_deg(vb)}
-                try:
-                    t = time.perf_counter()
-                    init = initial_pose(model, [a.geometry for a in acqs], clicks, views=[a.view for a in acqs])
-                    init_s = time.perf_counter() - t
-                except ValueError as exc:
-                    for m in METHODS:
-                        rows[m].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
-                    bar.update(1)
-                    continue
-                init_mesh = None
-                for m, loss in (("ours", GradientNCCLoss()), ("ncc_baseline", NCCLoss())):
-                    try:
-                        r = reconstruct(model, acqs, clicks, settings, loss=loss, init=init)
-                    except ValueError as exc:
-                        rows[m].append({**case, "error": str(exc), "dice": None, "seconds": 0.0})
-                        continue
-                    rows[m].append({**case, **evaluate(r.mesh(), truth, mask, ct.affine_mm), "seconds": r.wall_s + init_s,
-                                    "runs": r.runs, "loss": r.loss, "initial_loss": r.initial_loss,
-                                    "landmark_rms_sigma": r.landmark_rms_sigma})
-                    init_mesh = r.initial_mesh()
-                if init_mesh is not None:
-                    rows["init_only"].append({**case, **evaluate(init_mesh, truth, mask, ct.affine_mm), "seconds": init_s})
+                for name, model in models.items():
+                    # The reference model gets ours and its initialization only: the comparison is of models.
+                    _run_case(model, acqs, clicks, settings, case, truth, mask, ct.affine_mm, rows[name],
+                              with_baseline=name == own)
                 bar.update(1)
-            per_level[set_name] = {m: {"summary": summarize_cases(rows[m]), "cases": rows[m]} for m in METHODS}
+            for name in names:
+                per_model[name][set_name] = {m: {"summary": summarize_cases(rows[name][m]), "cases": rows[name][m]}
+                                             for m in METHODS}
         bar.close()
-        results["levels"][level] = per_level
+        for name in names:
+            results["levels"][keys[name]] = per_model[name]
         if on_level is not None:
             on_level(results)
     return results
@@ -139,7 +164,10 @@ def iter_summaries(r: dict[str, Any], methods: Sequence[str]) -> Iterator[tuple[
         for set_name in ("ap_lat", "random"):
             for m in methods:
                 s = per[set_name][m]["summary"]
-                yield (level + (" (stress)" if per["stress"] else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}", m, s)
+                if not s["cases"]:
+                    continue
+                label = f"{per.get('level', level)}, {per['model']} model" if "model" in per else level
+                yield (label + (" (stress)" if per.get("stress") else ""), "AP+LAT" if set_name == "ap_lat" else f"random x{s['cases']}", m, s)
 
 
 def format_recon_bench(r: dict[str, Any]) -> str:
@@ -177,7 +205,7 @@ def plot_recon_bench(r: dict[str, Any], path: Path) -> Path:
             ax.axhline(target, color="k", ls="--", lw=0.8)
             ax.set_xlabel("angle between the two beams (deg)")
             ax.set_ylabel(label)
-            ax.set_title(f"{level}{' (stress: L1 model)' if per['stress'] else ''}: {label}, dashed: target")
+            ax.set_title(f"{level}, model {per.get('model', '?')}: {label}, dashed: target")
             if row == 0 and col == 0:
                 ax.legend(fontsize=7, ncol=2)
     fig.suptitle(f"twinsim bench recon: {r['random_pairs']} random view pairs + AP/LAT (large markers), "
@@ -188,7 +216,7 @@ def plot_recon_bench(r: dict[str, Any], path: Path) -> Path:
 
 
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
-         case_dir: Path | None = None, click_sigma_mm: float = DEFAULT_CLICK_SIGMA_MM) -> int:
+         case_dir: Path | None = None, click_sigma_mm: float = DEFAULT_CLICK_SIGMA_MM, reference_model: str | None = "L1") -> int:
     ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
     print(f"twinsim bench recon: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
@@ -200,7 +228,8 @@ def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list
         write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
     r = {**run_recon_bench(ct, {lvl: patient.vertebra(lvl) for lvl in levels}, levels, n_random=n_random, seed=seed,
-                           click_sigma_mm=click_sigma_mm, case_dir=case_dir, on_level=save), **header}
+                           click_sigma_mm=click_sigma_mm, case_dir=case_dir, on_level=save,
+                           reference_model=reference_model), **header}
     print(format_recon_bench(r))
     print(f"wrote {plot_recon_bench(r, out.with_suffix('.png'))}")
     print(f"wrote {out}" + (f"; AP+LAT case files (images, sidecars, clicks.json) in {case_dir}" if case_dir else ""))

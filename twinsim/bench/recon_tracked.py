@@ -22,7 +22,6 @@ import numpy as np
 from tqdm import tqdm
 
 from twinsim import frames
-from twinsim.anatomy.ssm import load_model
 from twinsim.bench.recon import summarize_cases
 from twinsim.bench.tracked_room import open_tracked_room
 from twinsim.evaluation.recon_metrics import score_in_ct
@@ -33,6 +32,7 @@ from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.views import View, sample_view_pairs
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
 from twinsim.report import num, table, write_json
+from twinsim.shape.model import load_model
 
 NAMED_PAIRS = ((CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0)),)
 TRACKED_LAO_RANGE_DEG = (-75.0, 0.0)  # where the default room's tracker sees the C-arm's marker

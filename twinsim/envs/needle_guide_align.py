@@ -80,11 +80,11 @@ class NeedleGuideAlignEnv(gym.Env):
 
     # ---- task set-up (truth: the paths and where they leave the skin) ------------------
     def _goals(self) -> dict[str, dict[str, Any]]:
-        from twinsim.anatomy.ssm import load_model
         from twinsim.evaluation.placement_truth import true_T_world_ref_mm
         from twinsim.evaluation.plan_truth import TrueVertebra
         from twinsim.planning.settings import PlanSettings
         from twinsim.recon.fit import default_model_name
+        from twinsim.shape.model import load_model
 
         s = self.session
         room, level = s.room, s.level

@@ -63,8 +63,8 @@ class ViewSelectionEnv(gym.Env):
         self._results: dict[tuple[int, float, float], tuple[float, dict[str, Any]]] = {}
         self._first: dict[int, tuple[Any, dict[str, np.ndarray]]] = {}
         self._last_images: list[np.ndarray] = []
-        from twinsim.anatomy.ssm import load_model
         from twinsim.recon.fit import default_model_name
+        from twinsim.shape.model import load_model
 
         self.model = load_model(default_model_name(self.session.level))
 

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from twinsim import frames
-from twinsim.anatomy.ssm import load_model
 from twinsim.evaluation.plan_truth import TrueVertebra
 from twinsim.hal.interfaces import CArmView
 from twinsim.planning.picture import with_steel
 from twinsim.recon.fit import default_model_name
 from twinsim.report import write_figure
 from twinsim.robot import panda
+from twinsim.shape.model import load_model
 from twinsim.sim.hand_held import measured_pose_m, tool
 from twinsim.twin.sync import REFERENCE
 

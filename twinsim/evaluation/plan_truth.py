@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_fit import fit_to_surface
 from twinsim.planning.planner import VertebraPlan, assess_pair, plan_vertebra
 from twinsim.planning.settings import PlanSettings
+from twinsim.shape.model import ShapeModel
+from twinsim.shape.surface_fit import fit_to_surface
 
 
 class TrueVertebra:

@@ -18,7 +18,7 @@ import open3d as o3d
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh, mask_bounds
-from twinsim.anatomy.ssm_build import sample_surface
+from twinsim.shape.build import sample_surface
 
 NSD_TOLERANCES_MM = (1.0, 2.0)
 SURFACE_SAMPLES = 20000

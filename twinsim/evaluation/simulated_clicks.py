@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_fit import fit_to_surface
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.recon.initialization import CLICKABLE, Clicks
+from twinsim.shape.model import ShapeModel
+from twinsim.shape.surface_fit import fit_to_surface
 
 DEFAULT_CLICK_SIGMA_MM = 1.0
 

@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from twinsim.anatomy.ssm import load_model
     from twinsim.planning.from_reconstruction import load_reconstruction
+    from twinsim.shape.model import load_model
 
     fitted = load_reconstruction(args.reconstruction, load_model(args.model) if args.model else None)
     if args.image:

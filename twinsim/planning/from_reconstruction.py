@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from twinsim import frames
-from twinsim.anatomy.ssm import ShapeModel, load_model
 from twinsim.recon import RECONSTRUCTION_FORMAT
 from twinsim.report import read_json
+from twinsim.shape.model import ShapeModel, load_model
 
 
 class ReconstructionFileError(ValueError):

@@ -272,8 +272,8 @@ class Rehearsal:
         return {"source": source, "landmarks": sorted(clicks.views[0]), "per_view": counts, "in_both": len(common)}
 
     def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
-        from twinsim.anatomy.ssm import load_model
         from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
+        from twinsim.shape.model import load_model
 
         model = self.reg.model = load_model(default_model_name(self.level))
         r = reconstruct(model, self.reg.acquisitions, self.reg.clicks, self.s.fit_settings or FitSettings(),

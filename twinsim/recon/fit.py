@@ -23,8 +23,6 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_torch import DifferentiableInstance, axis_angle_to_matrix
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.recon import RECONSTRUCTION_FORMAT
@@ -32,6 +30,8 @@ from twinsim.recon.camera import RoiBox, camera_for, crop_image
 from twinsim.recon.initialization import Clicks, InitializationError, InitialPose, initial_pose
 from twinsim.recon.renderer import covariances, render, vertex_spacing_mm
 from twinsim.recon.similarity import GradientNCCLoss, ImageLoss, shape_prior
+from twinsim.shape.differentiable import DifferentiableInstance, axis_angle_to_matrix
+from twinsim.shape.model import ShapeModel
 
 # A vertebra must have at least this share of its projected starting surface inside each image.
 MIN_INSIDE_FRACTION = 0.6
@@ -300,6 +300,7 @@ def save_reconstruction(path: str | Path, r: Reconstruction, level: str, image_p
 
 
 def default_model_name(level: str) -> str:
-    """The committed shape model for a level: ``L1``'s own, the lumbar one for L2-L5, else ``L1``
-    (the nearest shape there is: no thoracic model can be built from the shared data)."""
-    return "lumbar" if level.upper() in ("L2", "L3", "L4", "L5") else "L1"
+    """The committed shape model for a level (``twinsim.shape.regions``: L1's own, else its region's)."""
+    from twinsim.shape.regions import model_for_level
+
+    return model_for_level(level)

@@ -28,10 +28,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
-from twinsim.anatomy.ssm import ShapeModel
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.report import atomic_output, read_json
+from twinsim.shape.model import ShapeModel
 
 FORMAT = "twinsim-landmarks/1"
 MIN_VIEW_SEPARATION_DEG = 5.0

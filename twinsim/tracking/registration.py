@@ -18,7 +18,7 @@ from sksurgerycore.algorithms.procrustes import orthogonal_procrustes
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm_build import icp, sample_surface
+from twinsim.shape.build import icp, sample_surface
 from twinsim.tracking.calibration import CalibrationError
 
 MIN_SPREAD_MM = 5.0  # second principal extent (RMS) below this: the points are (nearly) collinear

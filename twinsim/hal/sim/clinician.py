@@ -29,9 +29,9 @@ def true_landmarks_of(patient: Patient) -> Callable[[str], dict[str, np.ndarray]
 
 
 def _cached(patient: Patient, level: str) -> dict[str, np.ndarray]:
-    from twinsim.anatomy.ssm import load_model
     from twinsim.evaluation.simulated_clicks import true_landmarks_mm
     from twinsim.recon.fit import default_model_name
+    from twinsim.shape.model import load_model
 
     truth = patient.vertebra(level)
     model_name = default_model_name(level)

@@ -14,9 +14,9 @@ from scipy.spatial import cKDTree
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.ssm import ShapeModel
-from twinsim.anatomy.ssm_build import chamfer_mm, cube_rotations, icp, sample_surface
-from twinsim.anatomy.ssm_torch import DifferentiableInstance, axis_angle_to_matrix
+from twinsim.shape.build import chamfer_mm, cube_rotations, icp, sample_surface
+from twinsim.shape.differentiable import DifferentiableInstance, axis_angle_to_matrix
+from twinsim.shape.model import ShapeModel
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twinsim.anatomy.ssm import ShapeModel, ShapeModelError
+from twinsim.shape.model import ShapeModel, ShapeModelError
 
 
 def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:

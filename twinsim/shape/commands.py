@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.anatomy.shape_data import ShapeDataError, load_template, load_training_shapes
-from twinsim.anatomy.ssm import ShapeModel, load_model
 from twinsim.report import table, write_figure
+from twinsim.shape.model import ShapeModel, load_model
+from twinsim.shape.sources import ShapeDataError, load_template, load_training_shapes
 
 LICENCES = {
     "verse": "VerSe 2020 (CC BY-SA 4.0) via madsendennis/how-to-shape-model (Apache-2.0)",
     "artisynth": "ArtiSynth lumbosacral spine model, Remus et al. 2021 (BSD-3-Clause)",
     "clouthier": "Clouthier et al. 2023 lumbar mean shape (MIT)",
+    "ctacardio": "3D Slicer CTACardio sample, segmented, via raviumadi/scoliomorph (MIT)",
+    "verse004": "VerSe 2020 sub-verse004 expert labels (CC BY-SA 4.0), via anjany/verse",
 }
+LICENCE = "CC BY-SA 4.0 (inherited from VerSe)"
 
 
 def _digest(paths: list[Path]) -> str:
@@ -29,24 +32,53 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
+def supported_modes(persons: list[str], levels: list[str], n_shapes: int, cap: int = 15) -> int:
+    """Modes the data can support: between-person variation spans at most (people - 1) directions and
+    between-level variation at most (levels - 1); PCA itself gives at most (shapes - 1)."""
+    return max(1, min(cap, n_shapes - 1, (len(set(persons)) - 1) + (len(set(levels)) - 1)))
+
+
+def _example_neighbours(levels: tuple[str, ...]) -> dict[str, SurfaceMesh]:
+    """The example CT's complete vertebrae at the model's levels and one level either side."""
+    from twinsim.anatomy.labels import VERTEBRA_LEVELS
+
+    pos = [VERTEBRA_LEVELS.index(m) for m in levels]
+    return {lv: m for lv, m in example_vertebrae().items() if min(abs(VERTEBRA_LEVELS.index(lv) - p) for p in pos) <= 1}
+
+
 def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
     import time
 
-    from twinsim.anatomy.ssm_annotations import annotate
-    from twinsim.anatomy.ssm_build import BuildParams, build_model, params_dict
-    from twinsim.anatomy.ssm_eval import correspondence_errors
+    from twinsim.shape.annotations import annotate, model_variants
+    from twinsim.shape.build import BuildParams, build_model, params_dict, remeshed_template
+    from twinsim.shape.held_out import check_held_out
+    from twinsim.shape.quality import correspondence_errors
+    from twinsim.shape.regions import MODEL_LEVELS, THORACIC_TEMPLATE_LEVEL
+    from twinsim.shape.sources import load_ctacardio
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ShapeDataError(f"shape data folder not found: {data_dir}")
-    template = load_template(data_dir)
+    reference = load_template(data_dir)
     for name in models:
         shapes = load_training_shapes(data_dir, name)
-        print(f"building {name} model from {len(shapes)} shapes: {', '.join(s.name for s in shapes)}")
+        persons = [s.person for s in shapes]
+        print(f"building {name} model from {len(shapes)} shapes of {len(set(persons))} people: "
+              f"{', '.join(s.name for s in shapes)}")
         t0 = time.perf_counter()
-        built = build_model(shapes, template, BuildParams())
-        annotations, paths = annotate(built.mean_mm, built.faces)
-        files = sorted(p for p in data_dir.rglob("*") if p.is_file() and p.suffix in (".ply", ".obj", ".csv", ".json"))
+        # The example CT is test data: refuse any training shape that is one of its vertebrae.
+        held_out = check_held_out(((s.name, SurfaceMesh(s.vertices_mm, s.faces)) for s in shapes),
+                                  _example_neighbours(MODEL_LEVELS[name]))
+        print(f"held-out check: every shape at least {min(held_out.values()):.2f} mm from the example CT's vertebrae")
+        if name in THORACIC_TEMPLATE_LEVEL:
+            template = remeshed_template(load_ctacardio(data_dir, (THORACIC_TEMPLATE_LEVEL[name],))[0], reference)
+        else:
+            template = reference
+        modes = supported_modes(persons, [s.level for s in shapes], len(shapes))
+        built = build_model(shapes, template, BuildParams(max_modes=modes))
+        annotations, paths = annotate(built.mean_mm, built.faces, model_variants(built.mean_mm, built.modes, built.std_mm))
+        files = sorted(p for p in data_dir.rglob("*") if p.is_file()
+                       and p.suffix in (".ply", ".obj", ".csv", ".json", ".stl", ".gz"))
         model = ShapeModel(
             name=name, mean_mm=built.mean_mm, faces=built.faces, modes=built.modes, std_mm=built.std_mm,
             variance_ratio=built.variance_ratio, annotations=annotations, paths=paths,
@@ -55,10 +87,16 @@ def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
             training_coeffs=built.training_coeffs,
             provenance={
                 "command": f"twinsim ssm build --data <shared data> -o {out_dir} --model {name}",
-                "frame": "RAS millimetres (x right, y anterior, z superior), template ref_20's anatomical frame",
+                "frame": "RAS millimetres (x right, y anterior, z superior), the anatomical frame of template ref_20 "
+                         "(a thoracic model's template is rigidly aligned to it)",
+                "template": template.name,
+                "levels": list(MODEL_LEVELS[name]),
+                "training_persons": persons,
+                "modes_supported": f"min(15, shapes - 1, (people - 1) + (levels - 1)) = {modes}",
+                "held_out_check_mm": held_out,
                 "sources": sorted({s.source for s in shapes}),
                 "licences": [LICENCES[s] for s in sorted({s.source for s in shapes})],
-                "licence": "CC BY-SA 4.0 (inherited from VerSe)",
+                "licence": LICENCE if any(s.source in ("verse", "verse004") for s in shapes) else "MIT",
                 "data_sha256": _digest(files),
                 "params": params_dict(built.params),
                 "build_seconds": round(time.perf_counter() - t0, 1),
@@ -81,27 +119,33 @@ def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
 
 def reannotate(folder: Path, models: list[str]) -> int:
     """Recompute landmarks and paths of existing models (after the annotation rules change)."""
-    from twinsim.anatomy.ssm_annotations import annotate
+    from twinsim.shape.annotations import annotate, model_variants
 
     for name in models:
         m = load_model(name, folder)
-        m.annotations, m.paths = annotate(m.mean_mm, m.faces)
+        m.annotations, m.paths = annotate(m.mean_mm, m.faces, model_variants(m.mean_mm, m.modes, m.std_mm))
         path = m.save(Path(folder) / f"ssm_{name}.npz")
         print(f"re-annotated {path}: {', '.join(sorted(m.annotations))}")
     return 0
 
 
-def evaluate(models: list[str], out_dir: Path, target: SurfaceMesh | None) -> dict[str, Any]:
-    from twinsim.anatomy.ssm_eval import compactness, generalization, representation_floor, specificity
+def evaluate(models: list[str], targets: dict[str, SurfaceMesh]) -> dict[str, Any]:
+    """Each model's quality; ``targets``: the example CT's complete vertebrae (held out), fitted where a
+    model covers their level."""
+    from twinsim.shape.quality import compactness, generalization, representation_floor, specificity
+    from twinsim.shape.regions import MODEL_LEVELS
 
     results = {}
     for name in models:
         m = load_model(name)
+        persons = m.provenance.get("training_persons", m.training_names)
         r: dict[str, Any] = {"modes": m.n_modes, "training_shapes": len(m.training_names),
+                             "people": len(set(persons)), "levels": sorted(set(m.training_levels)),
+                             "variance_ratio": m.variance_ratio.tolist(),
                              "compactness": compactness(m), "generalization": generalization(m),
-                             "specificity": specificity(m)}
-        if target is not None:
-            r["representation_floor_example_L1"] = representation_floor(m, target)
+                             "specificity": specificity(m),
+                             "fit_to_example": {lv: representation_floor(m, t) for lv, t in targets.items()
+                                                if lv in MODEL_LEVELS[name]}}
         results[name] = r
     return results
 
@@ -110,13 +154,14 @@ def format_eval(results: dict[str, Any]) -> str:
     rows = []
     for name, r in results.items():
         g, s = r["generalization"], r["specificity"]
-        floor = r.get("representation_floor_example_L1")
-        rows.append([name, r["training_shapes"], r["modes"], f"{100 * r['compactness'][-1]:.1f}",
-                     f"{g['mean_mm'][-1]:.2f} / {g['rms_mm'][-1]:.2f} ({g['modes'][-1]} modes)",
+        fits = r["fit_to_example"]
+        rows.append([name, f"{r['training_shapes']} ({r['people']} people)", r["modes"],
+                     " ".join(f"{100 * v:.0f}" for v in r["variance_ratio"]),
+                     f"{g['mean_mm'][-1]:.2f} / {g['rms_mm'][-1]:.2f} ({g['modes'][-1]} modes, {g['scheme']})",
                      f"{s['mean_mm'][-1]:.2f}",
-                     f"{floor['mean_mm']:.2f} / {floor['p95_mm']:.2f}" if floor else "-"])
-    return table(["model", "shapes", "modes", "variance %", "LOO generalization mean/RMS mm", "specificity mm",
-                  "fit to example L1 mean/p95 mm"], rows)
+                     ", ".join(f"{lv} {f['mean_mm']:.2f}/{f['p95_mm']:.2f}" for lv, f in fits.items()) or "-"])
+    return table(["model", "shapes", "modes", "variance % per mode", "generalization mean/RMS mm", "specificity mm",
+                  "fit to the example CT (held out) mean/p95 mm"], rows)
 
 
 def plot_eval(results: dict[str, Any], path: Path) -> Path:
@@ -135,7 +180,7 @@ def plot_eval(results: dict[str, Any], path: Path) -> Path:
         s = r["specificity"]
         ax[2].errorbar(s["modes"], s["mean_mm"], yerr=s["sd_mm"], fmt="o-", capsize=2, label=name)
     ax[0].set(title="compactness", xlabel="modes", ylabel="cumulative variance (%)")
-    ax[1].set(title="leave-one-out generalization", xlabel="modes", ylabel="surface distance (mm)")
+    ax[1].set(title="generalization (leave one person out)", xlabel="modes", ylabel="surface distance (mm)")
     ax[2].set(title="specificity (200 samples)", xlabel="modes", ylabel="distance to nearest training shape (mm)")
     for a in ax:
         a.grid(alpha=0.3)
@@ -190,11 +235,11 @@ def show(name: str, path: Path, modes: int = 3) -> Path:
     return path
 
 
-def example_l1_surface() -> SurfaceMesh:
-    """The example CT's L1 (held out of every training set), ct frame (RAS, mm)."""
+def example_vertebrae(levels: list[str] | None = None) -> dict[str, SurfaceMesh]:
+    """The example CT's complete vertebrae (held out of every training set), ct frame (RAS, mm)."""
     from twinsim.anatomy.example import example_patient
     from twinsim.anatomy.patient import build_patient
 
     ex = example_patient()
-    return build_patient(ex.ct, ex.labels, ex.label_table, require_levels=["L1"]).vertebra("L1")
-
+    patient = build_patient(ex.ct, ex.labels, ex.label_table)
+    return {lv: patient.vertebra(lv) for lv in patient.vertebrae if levels is None or lv in levels}

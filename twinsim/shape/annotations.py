@@ -13,8 +13,9 @@ Method (voxelised mean, 0.5 mm):
 - spinous and transverse process tips: the most posterior midline and most lateral
   posterior vertices;
 - transpedicular path per side: target in the anterior third of the body, short of the
-  anterior cortex, a little to that side of the midline; the line from the target through
-  the pedicle centre, followed out to the posterior cortex, gives the entry point.
+  anterior cortex, on that side of the midline where the line from it through the pedicle
+  centre keeps farthest from the cortex; that line, followed out to the posterior cortex,
+  gives the entry point.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import open3d as o3d
 from scipy import ndimage
 
 from twinsim.anatomy.meshing import largest_component, raycasting_scene
-from twinsim.anatomy.ssm import Annotation
+from twinsim.shape.model import Annotation
 
 VOXEL_MM = 0.5
 TARGET_MIN_DEPTH_MM = 5.0  # target stays at least this far from the anterior cortex
@@ -39,8 +40,12 @@ def inside(scene: o3d.t.geometry.RaycastingScene, points: np.ndarray) -> np.ndar
     return scene.compute_occupancy(o3d.core.Tensor(np.asarray(points, dtype=np.float32))).numpy() > 0.5
 
 
-def compute_annotation_points(vertices: np.ndarray, faces: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
+def compute_annotation_points(vertices: np.ndarray, faces: np.ndarray, variants: list[np.ndarray] | None = None,
+                              ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, str, str]]]:
+    """Landmarks and paths on ``vertices``; ``variants`` (same faces: e.g. the mean +/- 2 SD along the
+    first modes) are shapes on which each candidate path, carried by vertex weights, must hold too."""
     scene = raycasting_scene(vertices, faces)
+    variant_scenes = [(v, raycasting_scene(v, faces)) for v in (variants or [])]
     lo, hi = vertices.min(0) - 2.0, vertices.max(0) + 2.0
     axes = [np.arange(a, b, VOXEL_MM) for a, b in zip(lo, hi, strict=True)]
     X, Y, Z = np.meshgrid(*axes, indexing="ij")
@@ -105,15 +110,8 @@ def compute_annotation_points(vertices: np.ndarray, faces: np.ndarray) -> tuple[
         j = core[np.argmin(areas[core])] if len(core) else js[np.argmin(areas[js])]
         sl = region[:, j, :]
         isthmus = np.array([X[:, j, :][sl].mean(), axes[1][j], Z[:, j, :][sl].mean()])
-        target = np.array([xc + sgn * TARGET_LATERAL_FRACTION * body_half_width,
-                           y_ant - max(TARGET_MIN_DEPTH_MM, depth / 6.0), body_c[2]])
-        d = isthmus - target
-        d /= np.linalg.norm(d)
-        ray = o3d.core.Tensor(np.r_[isthmus, d][None].astype(np.float32))
-        t_hit = float(scene.cast_rays(ray)["t_hit"].numpy()[0])
-        if not np.isfinite(t_hit):
-            raise AnnotationError(f"{side} path through the pedicle never leaves the bone")
-        entry = isthmus + t_hit * d
+        target, entry = _best_path(scene, vertices, faces, variant_scenes, isthmus, xc, sgn, body_half_width,
+                                   y_ant - max(TARGET_MIN_DEPTH_MM, depth / 6.0), body_c[2], side)
         pts[f"{side}_pedicle_centre"] = isthmus
         pts[f"{side}_path_entry"] = entry
         pts[f"{side}_path_target"] = target
@@ -125,6 +123,58 @@ def compute_annotation_points(vertices: np.ndarray, faces: np.ndarray) -> tuple[
     pts["left_transverse_process_tip"] = vertices[post][np.argmin(vertices[post][:, 0])]
     pts["right_transverse_process_tip"] = vertices[post][np.argmax(vertices[post][:, 0])]
     return pts, paths
+
+
+def _axis_clearance_mm(scene: o3d.t.geometry.RaycastingScene, entry: np.ndarray, target: np.ndarray) -> float:
+    """Smallest distance from the axis to the surface between 3 mm past the entry and the target,
+    negative where the axis leaves the bone."""
+    length = float(np.linalg.norm(target - entry))
+    if length < 6.0:
+        return -np.inf
+    pts = entry + np.outer(np.linspace(3.0 / length, 1.0, max(int(length / 0.5), 8)), target - entry)
+    d = np.abs(scene.compute_distance(o3d.core.Tensor(pts.astype(np.float32))).numpy())
+    return float(np.min(np.where(inside(scene, pts), d, -d)))
+
+
+def _best_path(scene: o3d.t.geometry.RaycastingScene, vertices: np.ndarray, faces: np.ndarray,
+               variant_scenes: list[tuple[np.ndarray, o3d.t.geometry.RaycastingScene]], isthmus: np.ndarray, x_mid: float,
+               sgn: float, body_half_width: float, y_target: float, z_target: float, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Target and entry of the path through the pedicle centre that keeps its axis farthest from the cortex.
+
+    The target stays at the depth of the rule (anterior third, short of the anterior cortex) and on its own
+    side of the midline; across it, and a few millimetres up or down, the one whose line through the
+    pedicle centre clears the walls most wins. Lumbar pedicles are wide enough for a fixed target a
+    little off the midline; thoracic ones are narrow and turn less medially, and a fixed target put
+    their paths against the pedicle wall at +/-2 SD of the thoracic models' first mode. A candidate is
+    scored by its worst clearance over the shape and its variants, the path carried to each variant by
+    the same vertex weights that will store it.
+    """
+    best = None
+    for frac in np.linspace(TARGET_LATERAL_FRACTION, 0.6, 13):
+        for dz in (-4.0, -2.0, 0.0, 2.0, 4.0):
+            target = np.array([x_mid + sgn * frac * body_half_width, y_target, z_target + dz])
+            if not inside(scene, target[None])[0]:
+                continue
+            d = isthmus - target
+            d /= np.linalg.norm(d)
+            t_hit = float(scene.cast_rays(o3d.core.Tensor(np.r_[isthmus, d][None].astype(np.float32)))["t_hit"].numpy()[0])
+            if not np.isfinite(t_hit):
+                continue
+            entry = isthmus + t_hit * d
+            c = _axis_clearance_mm(scene, entry, target)
+            if variant_scenes and (best is None or c > best[0]):
+                try:
+                    e_w = to_vertex_weights("entry", entry, vertices, faces, scene)
+                    t_w = to_vertex_weights("target", target, vertices, faces, scene)
+                except AnnotationError:
+                    continue
+                for v, sc in variant_scenes:
+                    c = min(c, _axis_clearance_mm(sc, e_w.evaluate(v), t_w.evaluate(v)))
+            if best is None or c > best[0]:
+                best = (c, target, entry)
+    if best is None:
+        raise AnnotationError(f"{side} path through the pedicle never leaves the bone")
+    return best[1], best[2]
 
 
 def _sphere_directions(n: int) -> np.ndarray:
@@ -171,7 +221,13 @@ def to_vertex_weights(name: str, point: np.ndarray, vertices: np.ndarray, faces:
     return Annotation(name, idx, w)
 
 
-def annotate(vertices: np.ndarray, faces: np.ndarray) -> tuple[dict[str, Annotation], dict[str, tuple[str, str, str]]]:
-    pts, paths = compute_annotation_points(vertices, faces)
+def annotate(vertices: np.ndarray, faces: np.ndarray, variants: list[np.ndarray] | None = None,
+             ) -> tuple[dict[str, Annotation], dict[str, tuple[str, str, str]]]:
+    pts, paths = compute_annotation_points(vertices, faces, variants)
     scene = raycasting_scene(vertices, faces)
     return {n: to_vertex_weights(n, p, vertices, faces, scene) for n, p in pts.items()}, paths
+
+
+def model_variants(mean_mm: np.ndarray, modes: np.ndarray, std_mm: np.ndarray, n_modes: int = 3, sd: float = 2.0) -> list[np.ndarray]:
+    """The mean +/- ``sd`` standard deviations along each of the first modes: where the paths must hold."""
+    return [mean_mm + s * std_mm[k] * modes[k] for k in range(min(n_modes, len(std_mm))) for s in (-sd, sd)]
