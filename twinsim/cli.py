@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--image", action="append", required=True, help="X-ray PNG with its .json sidecar beside it (twice)")
     rc.add_argument("--landmarks", required=True, help="twinsim-landmarks/1 JSON: 2D landmarks per view, in the order of --image")
     rc.add_argument("--level", required=True, help="vertebra level, e.g. L1 (picks the shape model)")
-    rc.add_argument("--model", help="shape model: L1, lumbar or a path to an .npz (default: by level)")
+    rc.add_argument("--model", help="shape model: L1, L1-5, T9-12, T5-8, T1-4 or a path to an .npz (default: the level's region)")
     rc.add_argument("--loss", choices=["ncc+gradncc", "ncc"], default="ncc+gradncc", help="image similarity (default ncc+gradncc)")
     rc.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto", help="splatting backend (default: gsplat on CUDA, else torch)")
     rc.add_argument("--device", default="cpu", help="torch device (default cpu; cuda for the gsplat backend)")

@@ -103,7 +103,7 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
     """All levels' results; ``on_level`` gets the results so far after each level (a long run keeps what it has).
 
     A level whose own model is not ``reference_model`` is also reconstructed with the reference, from the
-    same images and clicks (rows "T12 (L1 model)"): what the regional model adds, measured in one run."""
+    same images and click noise (rows "T12 (L1 model)"): what the regional model adds, measured in one run."""
     # The fitter knows the click error's size (a property of the clinician or detector, not ground truth);
     # 0 mm clicks still get a 0.25 mm SD so that the landmark term stays finite.
     settings = settings or FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
@@ -118,8 +118,10 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
         names = [own] + ([reference_model] if reference_model and reference_model != own else [])
         models = {name: load_model(name) for name in names}
         t0 = time.perf_counter()
-        # One clinician for both models: clicks on the anatomy, located with the level's own model.
-        landmarks = true_landmarks_mm(models[own], truth)
+        # Each model is clicked as it would be used alone: its own landmarks located on the true bone (the
+        # model fitted to it), the same click noise. Landmarks located with one model and fitted with
+        # another put the reference model's initialization off by its definitions, not by its shape.
+        landmarks = {name: true_landmarks_mm(m, truth) for name, m in models.items()}
         labels = {name: name if name == own else models[name].name + ("" if name == models[name].name else f" ({Path(name).stem})")
                   for name in names}
         keys = {name: level if name == own else f"{level} ({labels[name]} model)" for name in names}
@@ -133,18 +135,19 @@ def run_recon_bench(ct: CTVolume, patient_meshes: dict, levels: list[str], n_ran
             for k, (va, vb) in enumerate(view_pairs):
                 case_seed = seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500)
                 acqs = [acquire(renderer, view_geometry(truth.centroid_mm, v, size_px), v, case_seed + j) for j, v in enumerate((va, vb))]
-                clicks = simulate_clicks([a.geometry for a in acqs], landmarks, click_sigma_mm, seed=case_seed)
+                clicks = {name: simulate_clicks([a.geometry for a in acqs], landmarks[name], click_sigma_mm, seed=case_seed)
+                          for name in names}
                 if case_dir is not None and set_name == "ap_lat":
                     for a, v in zip(acqs, (va, vb), strict=True):
                         a.save(case_dir / level, v.name)
-                    clicks.images = [f"{va.name}.png", f"{vb.name}.png"]
-                    clicks.level = level
-                    clicks.save(case_dir / level / "clicks.json")
+                    clicks[own].images = [f"{va.name}.png", f"{vb.name}.png"]
+                    clicks[own].level = level
+                    clicks[own].save(case_dir / level / "clicks.json")
                 case = {"views": [va.name, vb.name], "angles_deg": [[va.lao_deg, va.cranial_deg], [vb.lao_deg, vb.cranial_deg]],
                         "separation_deg": va.beam_angle_to_deg(vb)}
                 for name, model in models.items():
                     # The reference model gets ours and its initialization only: the comparison is of models.
-                    _run_case(model, acqs, clicks, settings, case, truth, mask, ct.affine_mm, rows[name],
+                    _run_case(model, acqs, clicks[name], settings, case, truth, mask, ct.affine_mm, rows[name],
                               with_baseline=name == own)
                 bar.update(1)
             for name in names:

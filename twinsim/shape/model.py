@@ -124,7 +124,7 @@ class ShapeModel:
 
 
 def load_model(name: str = "L1", folder: Path | None = None) -> ShapeModel:
-    """A committed model by name (``L1`` or ``lumbar``) or a path to an ``.npz``."""
+    """A committed model by name (``L1``, ``L1-5``, ``T9-12``, ``T5-8``, ``T1-4``) or a path to an ``.npz``."""
     p = Path(name)
     if p.suffix == ".npz":
         return ShapeModel.load(p)
