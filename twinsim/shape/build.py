@@ -110,14 +110,20 @@ def rigid_to_template(shape: RawShape, template_pts: np.ndarray, template_landma
     rng = np.random.default_rng(seed)
     src = pts[rng.choice(len(pts), min(800, len(pts)), replace=False)]
     tgt = template_pts[rng.choice(len(template_pts), min(800, len(template_pts)), replace=False)]
-    best, best_err = None, np.inf
+    return icp(pts, template_pts, best_of_24_starts(src, tgt), radii=(4.0, 2.0))[0]
+
+
+def best_of_24_starts(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """The rigid transform of ``src`` onto ``tgt`` (sparse points) with the smallest chamfer distance
+    after a coarse ICP from each of the 24 axis-aligned orientations, centroids matched."""
+    best, best_err = np.eye(4), np.inf
     for R in cube_rotations():
         T0 = frames.make_transform(R, tgt.mean(0) - R @ src.mean(0))
         T, _ = icp(src, tgt, T0, radii=(15.0, 8.0))
         err = chamfer_mm(frames.transform_points(T, src), tgt)
         if err < best_err:
             best, best_err = T, err
-    return icp(pts, template_pts, best, radii=(4.0, 2.0))[0]
+    return best
 
 
 def remeshed_template(shape: RawShape, reference: RawShape, n_vertices: int = 5000, voxel_mm: float = 0.5) -> RawShape:

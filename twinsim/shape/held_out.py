@@ -17,7 +17,7 @@ import open3d as o3d
 
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
-from twinsim.shape.build import chamfer_mm, cube_rotations, icp, sample_surface
+from twinsim.shape.build import best_of_24_starts, icp, sample_surface
 
 # Measured on the example CT: its own L1 re-meshed with other smoothing and resolution, 0.10 mm;
 # its own T12 against its own L1, 0.96 mm; other people's L1 and T12, 1.2-1.9 mm.
@@ -33,13 +33,7 @@ def same_bone_distance_mm(a: SurfaceMesh, b: SurfaceMesh, seed: int = 0) -> floa
     a_o3d = a.to_open3d()
     coarse_a = sample_surface(a_o3d, 800, seed)
     coarse_b = sample_surface(b.to_open3d(), 800, seed + 1)
-    best, best_err = np.eye(4), np.inf
-    for R in cube_rotations():
-        T0 = frames.make_transform(R, coarse_b.mean(0) - R @ coarse_a.mean(0))
-        T, _ = icp(coarse_a, coarse_b, T0, radii=(15.0, 8.0))
-        err = chamfer_mm(frames.transform_points(T, coarse_a), coarse_b)
-        if err < best_err:
-            best, best_err = T, err
+    best = best_of_24_starts(coarse_a, coarse_b)
     fine_a = sample_surface(a_o3d, 4000, seed)
     T, _ = icp(fine_a, sample_surface(b.to_open3d(), 4000, seed + 1), best, radii=(4.0, 2.0, 1.0))
     pts = frames.transform_points(T, fine_a).astype(np.float32)
