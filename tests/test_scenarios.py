@@ -53,6 +53,25 @@ def test_scenario_check_exits_2_naming_the_misspelt_key(tmp_path):
     assert out.returncode == 2 and "duraton_s" in out.stderr and "bad.yaml" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_a_scenarios_instrument_reaches_the_planner_and_a_misspelt_one_is_refused(tmp_path):
+    from twinsim.planning.settings import PlanSettings
+    from twinsim.scenario.runner import _plan_settings
+
+    text = (ROOT / "scenarios" / "happy-L1.yaml").read_text()
+    assert _plan_settings(load_scenario(ROOT / "scenarios" / "happy-L1.yaml"), PlanSettings) == PlanSettings()
+    good = tmp_path / "good.yaml"
+    good.write_text(text + "plan: {cannula_diameter_mm: 3.0, margin_mm: 0.5}\n")
+    got = _plan_settings(load_scenario(good), PlanSettings)
+    assert (got.cannula_diameter_mm, got.margin_mm) == (3.0, 0.5)
+    assert got.max_tilt_deg == PlanSettings().max_tilt_deg
+    for plan, words in [("{cannula_mm: 3.0}", "plan.cannula_mm"), ("{cannula_diameter_mm: 0}", "plan.cannula_diameter_mm")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text + f"plan: {plan}\n")
+        with pytest.raises(ScenarioFileError, match="bad.yaml") as exc:
+            load_scenario(bad)
+        assert words in str(exc.value)
+
+
 @pytest.mark.slow
 def test_the_ci_scenarios_meet_their_expectations(tmp_path, example_patient_model):
     out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path),

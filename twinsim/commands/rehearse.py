@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", default="AP,RAO60", help="the two X-ray views, comma-separated (default AP,RAO60: where the "
                                                       "default room's tracker sees the C-arm's marker)")
     p.add_argument("--clicks", help="twinsim-landmarks/1 file with the landmarks in both X-rays (default: the operator marks them)")
+    p.add_argument("--cannula-mm", type=float, default=5.0,
+                   help="the cannula's diameter for the plan's safety check and the verification (default 5: seed 000's "
+                        "cylinder; an 11G needle is about 3)")
+    p.add_argument("--margin-mm", type=float, default=0.0, help="clearance the plan must keep beyond the cannula's radius (default 0)")
     p.add_argument("--recalibrate", action="store_true", help="measure the calibration now even if the rig has a file")
     p.add_argument("--seed", type=int, default=None, help="seed of the simulated rig (default: the rig file's)")
     p.add_argument("-o", "--out", default="out/rehearsal", help="output folder (default out/rehearsal)")
@@ -52,10 +56,15 @@ def _views(spec: str) -> tuple:
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
+    from twinsim.planning.settings import PlanSettings, PlanSettingsError
     from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
     from twinsim.report import table
     from twinsim.twin.calibration_set import load_calibration
 
+    try:
+        plan = PlanSettings(cannula_diameter_mm=args.cannula_mm, margin_mm=args.margin_mm)
+    except PlanSettingsError as e:
+        raise SystemExit(f"twinsim rehearse: {e}") from None
     rig = load_rig(args.rig)
     own_scene = True
     if args.scenario:
@@ -71,7 +80,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     if rig.calibration is not None and rig.calibration.is_file() and own_scene and not args.recalibrate:
         cal = load_calibration(rig.calibration)
     settings = RehearsalSettings(level=args.level.upper() if args.level else None, views=_views(args.views),
-                                 clicks_file=Path(args.clicks) if args.clicks else None, seed=getattr(rig, "seed", 0))
+                                 clicks_file=Path(args.clicks) if args.clicks else None, seed=getattr(rig, "seed", 0),
+                                 plan=plan)
     out = Path(args.out)
     with open_rig(rig, progress=None) as dev:
         verify = None

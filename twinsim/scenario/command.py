@@ -33,6 +33,8 @@ def _figures(fig: dict) -> str:
     if fig.get("reregistrations"):
         out.append(f"re-registered {fig['reregistrations']}x")
     out.append(f"{fig.get('motions_sent', 0)} motions")
+    if fig.get("cannula_mm"):
+        out.append(f"cannula {fig['cannula_mm']:g} mm")
     return ", ".join(out)
 
 

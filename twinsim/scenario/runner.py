@@ -75,6 +75,8 @@ def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) 
         last = failed[-1] if failed else None
         got = f"stopped at {last.name}: {last.error_type}" if last else f"stopped: {log.outcome}"
         figures["error"] = last.error if last else log.outcome
+    if sc.plan and sc.plan.cannula_diameter_mm:
+        figures["cannula_mm"] = sc.plan.cannula_diameter_mm  # the truth is scored with this cannula
     figures["reregistrations"] = reregistrations
     figures["motions_sent"] = log.meta.get("motions", {}).get("sent", 0)
     unchecked = log.meta.get("motions", {}).get("sent_without_passed_check", 0)
@@ -102,12 +104,18 @@ def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) 
     return got, problems, figures
 
 
+def _plan_settings(sc: Scenario, cls: type) -> Any:
+    given = {k: v for k, v in (sc.plan.model_dump() if sc.plan else {}).items() if v is not None}
+    return cls(**given)
+
+
 def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
                  prepare: Callable[[Any], None] | None = None) -> ScenarioResult:
     """``prepare(rehearsal)``: a test's hook before the run (e.g. to disable an interlock and see the scenario fail)."""
     from twinsim.evaluation.placement_truth import SimVerifier
     from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
+    from twinsim.planning.settings import PlanSettings
     from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
     from twinsim.recon.fit import FitSettings
     from twinsim.scenario.faults import FaultInjector
@@ -127,7 +135,8 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
         dev.operator.click_sigma_mm = sc.click_noise_mm
         faults = FaultInjector(dev, list(sc.faults))
         try:
-            settings = RehearsalSettings(level=sc.level, views=faults.views(_views(sc)), seed=sc.seed, fit_settings=fit)
+            settings = RehearsalSettings(level=sc.level, views=faults.views(_views(sc)), seed=sc.seed, fit_settings=fit,
+                                         plan=_plan_settings(sc, PlanSettings))
             faults.before()
             r = Rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), echo=echo, progress=False)
             r.log.on_step = faults.on_step

@@ -178,6 +178,13 @@ class FitOverride(_Strict):
     restarts: Annotated[int, Field(ge=0)] = 0
 
 
+class PlanOverride(_Strict):
+    """The instrument and the planner's margin, where the rehearsal differs from the planner's defaults."""
+
+    cannula_diameter_mm: Annotated[float, Field(gt=0.0, le=10.0)] | None = None  # None: 5 mm (seed 000's cylinder)
+    margin_mm: Annotated[float, Field(ge=0.0, le=5.0)] | None = None  # clearance beyond the radius; None: 0
+
+
 class Scenario(_Strict):
     format: Literal["twinsim-scenario/1"]
     name: str
@@ -190,6 +197,7 @@ class Scenario(_Strict):
     seed: int = 0
     ci: bool = False  # run in CI (see README: the fast ones)
     reconstruction: FitOverride | None = None
+    plan: PlanOverride | None = None
     faults: list[Fault] = Field(default_factory=list)
     expect: Expectation
     path: Path | None = None  # where it was read from (set by load_scenario)
