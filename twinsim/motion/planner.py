@@ -55,6 +55,10 @@ class SightLine:
     min_spheres: int = MIN_VISIBLE_SPHERES
     # Fewer than the interlock's 6 lost frames: the twin's bodies are models, a grazing ray may be blocked for real.
     max_blind_frames: int = 2
+    # A sphere counts as seen only when the rays from four points this far around it are clear too: in the room
+    # the operation robot's own hand and wrist grazed the rays (its closed loop moves it off the planned joints),
+    # and the twin, ray on the centre only, passed advances that lost the marker for 7 frames.
+    rim_mm: float = 6.0
 
     @property
     def camera_ref_mm(self) -> np.ndarray:
@@ -127,9 +131,14 @@ class MotionPlanner:
         u = d / np.linalg.norm(d, axis=1, keepdims=True)
         # From just off each sphere (its own mount does not hide it) to short of the camera the navigation robot holds.
         off_mm = 12.0 if sight.spheres_marker_mm is not None else 30.0
-        a, b = (spheres + u * off_mm) * 1e-3, (sight.camera_ref_mm - u * 150.0) * 1e-3
+        e1 = np.cross(u, np.where(np.abs(u[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]))
+        e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+        e2 = np.cross(u, e1)
+        rims = [np.zeros_like(u)] + [sight.rim_mm * s * e for e in (e1, e2) for s in (1.0, -1.0)]
+        a = np.concatenate([spheres + r + u * off_mm for r in rims]) * 1e-3
+        b = np.concatenate([sight.camera_ref_mm - u * 150.0 + r for r in rims]) * 1e-3
         hits = pb.rayTestBatch(a.tolist(), b.tolist(), physicsClientId=self.world.client)
-        clear = np.array([h[0] < 0 for h in hits]) & inside
+        clear = np.array([h[0] < 0 for h in hits]).reshape(len(rims), len(spheres)).all(axis=0) & inside
         return int(clear.sum()) >= need
 
     def blind_stretch(self, timing: TimedPath) -> str | None:
