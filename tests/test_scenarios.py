@@ -58,10 +58,10 @@ def test_a_scenarios_instrument_reaches_the_planner_and_a_misspelt_one_is_refuse
     from twinsim.scenario.runner import _plan_settings
 
     text = (ROOT / "scenarios" / "happy-L1.yaml").read_text()
-    assert _plan_settings(load_scenario(ROOT / "scenarios" / "happy-L1.yaml"), PlanSettings) == PlanSettings()
+    assert _plan_settings(load_scenario(ROOT / "scenarios" / "happy-L1.yaml")) == PlanSettings()
     good = tmp_path / "good.yaml"
     good.write_text(text + "plan: {cannula_diameter_mm: 3.0, margin_mm: 0.5}\n")
-    got = _plan_settings(load_scenario(good), PlanSettings)
+    got = _plan_settings(load_scenario(good))
     assert (got.cannula_diameter_mm, got.margin_mm) == (3.0, 0.5)
     assert got.max_tilt_deg == PlanSettings().max_tilt_deg
     for plan, words in [("{cannula_mm: 3.0}", "plan.cannula_mm"), ("{cannula_diameter_mm: 0}", "plan.cannula_diameter_mm")]:

@@ -104,9 +104,11 @@ def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) 
     return got, problems, figures
 
 
-def _plan_settings(sc: Scenario, cls: type) -> Any:
-    given = {k: v for k, v in (sc.plan.model_dump() if sc.plan else {}).items() if v is not None}
-    return cls(**given)
+def _plan_settings(sc: Scenario) -> Any:
+    """The planner's defaults with what the scenario's ``plan:`` sets."""
+    from twinsim.planning.settings import PlanSettings
+
+    return PlanSettings(**(sc.plan.model_dump(exclude_none=True) if sc.plan else {}))
 
 
 def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
@@ -115,7 +117,6 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
     from twinsim.evaluation.placement_truth import SimVerifier
     from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
-    from twinsim.planning.settings import PlanSettings
     from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
     from twinsim.recon.fit import FitSettings
     from twinsim.scenario.faults import FaultInjector
@@ -136,7 +137,7 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
         faults = FaultInjector(dev, list(sc.faults))
         try:
             settings = RehearsalSettings(level=sc.level, views=faults.views(_views(sc)), seed=sc.seed, fit_settings=fit,
-                                         plan=_plan_settings(sc, PlanSettings))
+                                         plan=_plan_settings(sc))
             faults.before()
             r = Rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), echo=echo, progress=False)
             r.log.on_step = faults.on_step

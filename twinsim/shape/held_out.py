@@ -30,12 +30,12 @@ class HeldOutViolation(ValueError):
 
 def same_bone_distance_mm(a: SurfaceMesh, b: SurfaceMesh, seed: int = 0) -> float:
     """Mean point-to-surface distance (mm) from ``a`` to ``b`` after the best rigid fit of ``a`` onto ``b``."""
-    a_o3d = a.to_open3d()
+    a_o3d, b_o3d = a.to_open3d(), b.to_open3d()
     coarse_a = sample_surface(a_o3d, 800, seed)
-    coarse_b = sample_surface(b.to_open3d(), 800, seed + 1)
+    coarse_b = sample_surface(b_o3d, 800, seed + 1)
     best = best_of_24_starts(coarse_a, coarse_b)
     fine_a = sample_surface(a_o3d, 4000, seed)
-    T, _ = icp(fine_a, sample_surface(b.to_open3d(), 4000, seed + 1), best, radii=(4.0, 2.0, 1.0))
+    T, _ = icp(fine_a, sample_surface(b_o3d, 4000, seed + 1), best, radii=(4.0, 2.0, 1.0))
     pts = frames.transform_points(T, fine_a).astype(np.float32)
     return float(np.abs(b.raycasting_scene().compute_distance(o3d.core.Tensor(pts)).numpy()).mean())
 
