@@ -90,6 +90,24 @@ def test_refinement_holds_on_shapes_at_plus_minus_2_sd(model):
             assert plan.safe, (k, sd, [p.reasons for p in plan.paths.values()])
 
 
+def test_multi_start_refinement_finds_the_wider_line_where_one_start_stops_early(model):
+    """On a rough surface (the mean shape with 0.4 mm of noise along its normals, like a segmentation's),
+    Nelder-Mead from the transferred path alone stops in a local optimum that depends on the landmarks."""
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(model.mean_mm), o3d.utility.Vector3iVector(model.faces))
+    mesh.compute_vertex_normals()
+    v = model.mean_mm + np.asarray(mesh.vertex_normals) * np.random.default_rng(1).normal(0.0, 0.4, (len(model.mean_mm), 1))
+    rng = np.random.default_rng(0)
+    landmark_sets = [{k: x + rng.normal(0.0, 0.7, 3) for k, x in model.annotation_points(model.mean_mm).items()} for _ in range(3)]
+    worst = {}
+    for starts in (1, 9):
+        c = np.array([[p.min_clearance_mm for p in plan_vertebra(v, model.faces, lm, PlanSettings(refine_starts=starts)).paths.values()]
+                      for lm in landmark_sets])
+        worst[starts] = c.min(axis=0)
+        if starts == 9:
+            assert np.ptp(c, axis=0).max() < 0.35, c
+    assert (worst[9] >= worst[1] - 0.05).all() and (worst[9] - worst[1]).max() >= 0.3, worst
+
+
 def test_a_path_pushed_through_the_pedicle_wall_is_refused_with_its_clearance(model, mean_plan):
     v = model.mean_mm
     lm = model.annotation_points(v)

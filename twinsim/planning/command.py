@@ -24,11 +24,15 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convergence-deg", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.convergence_deg),
                    help=f"allowed angle between the two paths in the axial plane (default {d.convergence_deg[0]:g} {d.convergence_deg[1]:g})")
     p.add_argument("--no-refine", action="store_true", help="transfer the model's paths only (no refinement)")
+    p.add_argument("--refine-starts", type=int, choices=(1, 9), default=d.refine_starts,
+                   help=f"refinement from the transferred path only (1) or also from it shifted and tilted each way "
+                        f"(9; default {d.refine_starts})")
 
 
 def settings_from(args: argparse.Namespace) -> PlanSettings:
     return PlanSettings(cannula_diameter_mm=args.cannula_mm, margin_mm=args.margin_mm,
-                        convergence_deg=tuple(args.convergence_deg), refine=not args.no_refine)
+                        convergence_deg=tuple(args.convergence_deg), refine=not args.no_refine,
+                        refine_starts=args.refine_starts)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

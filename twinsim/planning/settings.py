@@ -26,7 +26,9 @@ class PlanSettings:
     # The refinement aims this far inside each limit (mm of depth, deg of angle): its optimum sits on a limit's
     # kink, and the optimiser's tolerance would otherwise leave a path a hair outside as often as inside.
     limit_margin: float = 0.5
-    max_evaluations: int = 400  # per side, of the refinement
+    max_evaluations: int = 400  # per side and start, of the refinement
+    refine_starts: int = 9  # 1: from the transferred path only; 9: also from it shifted and tilted each way
+    refine_spread: tuple[float, float] = (1.5, 0.07)  # those shifts (mm) and tilts (rad, ~4 deg)
 
     def __post_init__(self) -> None:
         problems = []
@@ -40,6 +42,8 @@ class PlanSettings:
             lo, hi = getattr(self, name)
             if not lo < hi:
                 problems.append(f"{name} must be (min, max) with min < max, got {getattr(self, name)}")
+        if self.refine_starts not in (1, 9):
+            problems.append(f"refine_starts must be 1 or 9, got {self.refine_starts}")
         if not 0 <= self.anterior_fraction < 1:
             problems.append(f"anterior_fraction must be in [0, 1), got {self.anterior_fraction}")
         if problems:
