@@ -223,7 +223,7 @@ def _refine(anat: _Anatomy, start: PathPlan, pivot_mm: np.ndarray, s: PlanSettin
         for i in range(4):  # the two offsets, then the two angles
             for sign in (1.0, -1.0):
                 x0 = np.zeros(5)
-                x0[i] = sign * s.refine_spread[i // 2]
+                x0[i] = sign * (s.refine_shift_mm if i < 2 else s.refine_tilt_rad)
                 starts.append(x0)
     best = min((descend(x0) for x0 in starts), key=lambda r: r[0])
     best = min(best, descend(best[1]), key=lambda r: r[0])

@@ -28,7 +28,8 @@ class PlanSettings:
     limit_margin: float = 0.5
     max_evaluations: int = 400  # per side and start, of the refinement
     refine_starts: int = 9  # 1: from the transferred path only; 9: also from it shifted and tilted each way
-    refine_spread: tuple[float, float] = (1.5, 0.07)  # those shifts (mm) and tilts (rad, ~4 deg)
+    refine_shift_mm: float = 1.5  # those shifts
+    refine_tilt_rad: float = 0.07  # and tilts (~4 deg)
 
     def __post_init__(self) -> None:
         problems = []
@@ -44,6 +45,8 @@ class PlanSettings:
                 problems.append(f"{name} must be (min, max) with min < max, got {getattr(self, name)}")
         if self.refine_starts not in (1, 9):
             problems.append(f"refine_starts must be 1 or 9, got {self.refine_starts}")
+        if not (self.refine_shift_mm > 0 and self.refine_tilt_rad > 0):
+            problems.append("refine_shift_mm and refine_tilt_rad must be > 0")
         if not 0 <= self.anterior_fraction < 1:
             problems.append(f"anterior_fraction must be in [0, 1), got {self.anterior_fraction}")
         if problems:
