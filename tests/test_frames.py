@@ -61,3 +61,14 @@ def test_malformed_transforms_are_rejected():
 def test_rotation_about_axis_is_right_handed():
     R = frames.rotation_about_axis([0, 0, 1], np.pi / 2)
     assert np.allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+
+
+def test_perpendicular_basis_completes_one_or_many_axes_right_handed():
+    u = np.random.default_rng(0).normal(size=(20, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    u[0] = [1.0, 0.0, 0.0]  # the helper axis switches here
+    e1, e2 = frames.perpendicular_basis(u)
+    assert np.allclose(np.einsum("ij,ij->i", e1, u), 0.0) and np.allclose(np.einsum("ij,ij->i", e2, u), 0.0)
+    assert np.allclose(np.cross(e1, e2), u)
+    one = frames.perpendicular_basis(u[5])
+    assert one[0].shape == (3,) and np.allclose(one[0], e1[5]) and np.allclose(one[1], e2[5])

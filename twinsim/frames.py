@@ -103,6 +103,15 @@ def angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), a @ b)))
 
 
+def perpendicular_basis(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors completing each unit ``u`` ((3,) or (N, 3)) to a right-handed orthonormal basis."""
+    u = np.asarray(u, dtype=np.float64)
+    helper = np.where(np.abs(u[..., :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    e1 = np.cross(u, helper)
+    e1 /= np.linalg.norm(e1, axis=-1, keepdims=True)
+    return e1, np.cross(u, e1)
+
+
 def rpy_to_matrix(rpy_rad: Sequence[float]) -> np.ndarray:
     """Fixed-axis roll-pitch-yaw (URDF/PyBullet convention: R = Rz(yaw) Ry(pitch) Rx(roll))."""
     return Rotation.from_euler("xyz", rpy_rad).as_matrix()

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from twinsim.planning.settings import PlanSettings
+
     p.add_argument("--scene", "--scenario", dest="scenario",
                    help="scene YAML for a simulated rig (default: the rig's, scenarios/rooms/default.yaml); a scripted "
                         "scenario with faults is `twinsim scenario run`")
@@ -33,10 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", default="AP,RAO60", help="the two X-ray views, comma-separated (default AP,RAO60: where the "
                                                       "default room's tracker sees the C-arm's marker)")
     p.add_argument("--clicks", help="twinsim-landmarks/1 file with the landmarks in both X-rays (default: the operator marks them)")
-    p.add_argument("--cannula-mm", type=float, default=5.0,
-                   help="the cannula's diameter for the plan's safety check and the verification (default 5: seed 000's "
-                        "cylinder; an 11G needle is about 3)")
-    p.add_argument("--margin-mm", type=float, default=0.0, help="clearance the plan must keep beyond the cannula's radius (default 0)")
+    plan = PlanSettings()
+    p.add_argument("--cannula-mm", type=float, default=plan.cannula_diameter_mm,
+                   help=f"the cannula's diameter for the plan's safety check and the verification (default "
+                        f"{plan.cannula_diameter_mm:g}: seed 000's cylinder; an 11G needle is about 3)")
+    p.add_argument("--margin-mm", type=float, default=plan.margin_mm,
+                   help=f"clearance the plan must keep beyond the cannula's radius (default {plan.margin_mm:g})")
     p.add_argument("--recalibrate", action="store_true", help="measure the calibration now even if the rig has a file")
     p.add_argument("--seed", type=int, default=None, help="seed of the simulated rig (default: the rig file's)")
     p.add_argument("-o", "--out", default="out/rehearsal", help="output folder (default out/rehearsal)")

@@ -131,9 +131,7 @@ class MotionPlanner:
         u = d / np.linalg.norm(d, axis=1, keepdims=True)
         # From just off each sphere (its own mount does not hide it) to short of the camera the navigation robot holds.
         off_mm = 12.0 if sight.spheres_marker_mm is not None else 30.0
-        e1 = np.cross(u, np.where(np.abs(u[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]))
-        e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-        e2 = np.cross(u, e1)
+        e1, e2 = frames.perpendicular_basis(u)
         rims = [np.zeros_like(u)] + [sight.rim_mm * s * e for e in (e1, e2) for s in (1.0, -1.0)]
         a = np.concatenate([spheres + r + u * off_mm for r in rims]) * 1e-3
         b = np.concatenate([sight.camera_ref_mm - u * 150.0 + r for r in rims]) * 1e-3

@@ -19,6 +19,7 @@ import numpy as np
 import open3d as o3d
 
 from twinsim.anatomy.meshing import raycasting_scene
+from twinsim.frames import perpendicular_basis
 
 
 class PathGeometryError(ValueError):
@@ -49,14 +50,6 @@ class VertebraAxes:
         s = s - (s @ a) * a
         s /= np.linalg.norm(s)
         return cls(a, s, np.cross(a, s), np.asarray(pts["body_centroid"], float), np.asarray(pts["canal_centre"], float))
-
-
-def perpendicular_basis(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors completing ``u`` to a right-handed orthonormal basis."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(u, helper)
-    e1 /= np.linalg.norm(e1)
-    return e1, np.cross(u, e1)
 
 
 @dataclass

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from twinsim.planning.cannula import BoneSurface, PathGeometryError, VertebraAxes, perpendicular_basis
+from twinsim.frames import perpendicular_basis
+from twinsim.planning.cannula import BoneSurface, PathGeometryError, VertebraAxes
 from twinsim.planning.settings import PlanSettings
 
 SIDES = ("left", "right")

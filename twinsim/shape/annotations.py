@@ -20,6 +20,8 @@ Method (voxelised mean, 0.5 mm):
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import open3d as o3d
 from scipy import ndimage
@@ -154,15 +156,15 @@ def _best_path(scene: o3d.t.geometry.RaycastingScene, vertices: np.ndarray, face
     and plans refined from it were safe in the example's true L1 in 2 of 10 random view pairs against
     8 of 10 from the fixed rule (`twinsim bench plan --levels L1 --pairs 10`, same run conditions).
     """
-    fixed = _candidate(scene, vertices, faces, variant_scenes, isthmus, x_mid, sgn, body_half_width, y_target, z_target,
-                       TARGET_LATERAL_FRACTION, 0.0)
+    candidate = partial(_candidate, scene, vertices, faces, variant_scenes, isthmus, x_mid, sgn, body_half_width, y_target,
+                        z_target)
+    fixed = candidate(TARGET_LATERAL_FRACTION, 0.0)
     if fixed is not None and fixed[0] > FIXED_RULE_MIN_CLEARANCE_MM:
         return fixed[1], fixed[2]
     best = None
     for frac in np.linspace(TARGET_LATERAL_FRACTION, 0.6, 13):
         for dz in (-4.0, -2.0, 0.0, 2.0, 4.0):
-            c = _candidate(scene, vertices, faces, variant_scenes, isthmus, x_mid, sgn, body_half_width, y_target,
-                           z_target, frac, dz, best[0] if best is not None else None)
+            c = candidate(frac, dz, best[0] if best is not None else None)
             if c is not None and (best is None or c[0] > best[0]):
                 best = c
     if best is None:
