@@ -73,3 +73,45 @@ def test_wilson_interval_and_summary():
     assert s["accepted_but_unsafe"] == 1 and s["breaches"] == 1 and s["paths_refused"] == 1
     assert s["paths_missing"] == 2  # one not drawn, one never produced
     assert s["clearance_median_mm"] == 3.0
+
+
+def _toy_ct():
+    from pathlib import Path
+
+    from twinsim.anatomy.ct import CTVolume
+
+    hu = np.full((6, 6, 6), -1000.0, dtype=np.float32)
+    hu[1:5, 1:5, 1:5] = -80.0  # the body: fat
+    hu[2, 2, 2:4] = 300.0  # L1
+    hu[3, 3, 2] = 700.0  # a neighbour
+    labels = np.zeros(hu.shape, dtype=np.int32)
+    labels[2, 2, 2:4] = 31
+    labels[3, 3, 2] = 32
+    return CTVolume(hu, labels, np.eye(4), {"L1": 31, "T12": 32}, Path("ct.nii.gz"), Path("labels.nii.gz"))
+
+
+def test_surroundings_keep_the_vertebra_and_replace_the_rest():
+    from twinsim.evaluation.surroundings import SOFT_TISSUE_HU, with_surroundings
+
+    ct = _toy_ct()
+    l1 = ct.labels == 31
+    air = with_surroundings(ct, "L1", "air")
+    tissue = with_surroundings(ct, "L1", "tissue")
+    assert with_surroundings(ct, "L1", "ct") is ct
+    for out in (air, tissue):
+        assert np.array_equal(out.hu[l1], ct.hu[l1])
+    assert np.all(air.hu[~l1] == -1000.0)
+    body = ct.hu > -500
+    assert np.all(tissue.hu[~l1 & body] == SOFT_TISSUE_HU) and np.all(tissue.hu[~body] == -1000.0)
+    assert tissue.hu[3, 3, 2] == SOFT_TISSUE_HU  # the neighbour is gone
+    assert ct.hu[3, 3, 2] == 700.0  # the original CT is untouched
+
+
+def test_surroundings_refuse_unknown_names_and_levels():
+    from twinsim.anatomy.ct import PatientDataError
+    from twinsim.evaluation.surroundings import with_surroundings
+
+    with pytest.raises(ValueError, match="unknown surroundings 'water'"):
+        with_surroundings(_toy_ct(), "L1", "water")
+    with pytest.raises(PatientDataError, match="L3"):
+        with_surroundings(_toy_ct(), "L3", "air")

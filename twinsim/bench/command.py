@@ -46,6 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--reuse-cases", action="store_true",
                    help="plan: take each case's reconstruction from --cases where a previous run saved it (compare planner "
                         "settings without refitting)")
+    b.add_argument("--surroundings", choices=["ct", "tissue", "air"], default="ct",
+                   help="plan: render the X-rays from the CT as it is (default), or with everything but the scored vertebra "
+                        "replaced by uniform soft tissue or by air: an ablation that measures what the clutter around the "
+                        "vertebra costs (not the clinical case)")
     plan_command.add_settings_arguments(b)
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")
@@ -112,7 +116,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.reuse_cases and not args.cases:
             raise SystemExit("twinsim bench plan: --reuse-cases needs --cases DIR (where a previous run saved them)")
         return main(ct, labels, table_, levels, out, 20 if args.pairs is None else args.pairs, args.seed,
-                    Path(args.cases) if args.cases else None, args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args))
+                    Path(args.cases) if args.cases else None, args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args),
+                    args.surroundings)
     if args.what == "mapping":
         from twinsim.bench.mapping import main
 

@@ -39,6 +39,7 @@ from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
 from twinsim.evaluation.simulated_clicks import simulate_clicks
+from twinsim.evaluation.surroundings import SURROUNDINGS, with_surroundings
 from twinsim.imaging.drr import DRRRenderer
 from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
 from twinsim.planning.planner import plan_vertebra
@@ -98,20 +99,27 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], n_random: int = 20,
                    seed: int = 0, size_px: int = 512, click_sigma_mm: float = 1.0, settings: PlanSettings | None = None,
                    progress: bool | None = None, case_dir: Path | None = None, reuse_cases: bool = False,
-                   on_level: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_level: Callable[[dict[str, Any]], None] | None = None, surroundings: str = "ct") -> dict[str, Any]:
     """All levels' results. ``reuse_cases``: take each case's reconstruction from ``case_dir`` where one was saved
-    (the same seeds give the same images and clicks), so that planner settings can be compared without refitting."""
+    (the same seeds give the same images and clicks), so that planner settings can be compared without refitting.
+    ``surroundings``: render the X-rays from the CT as it is, or with all but the level's vertebra replaced
+    (:mod:`twinsim.evaluation.surroundings`), to measure what the clutter around the vertebra costs."""
+    if surroundings not in SURROUNDINGS:
+        raise ValueError(f"unknown surroundings {surroundings!r}: use one of {', '.join(SURROUNDINGS)}")
     settings = settings or PlanSettings()
     fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
     ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
-    renderer = DRRRenderer(ct)
+    renderer = DRRRenderer(ct) if surroundings == "ct" else None
     results: dict[str, Any] = {"levels": {}, "plan_settings": settings.__dict__, "geoplan_settings": asdict(geo_settings),
-                               "click_sigma_mm": click_sigma_mm, "image_px": size_px, "seed": seed, "random_pairs": n_random}
+                               "click_sigma_mm": click_sigma_mm, "surroundings": surroundings, "image_px": size_px, "seed": seed, "random_pairs": n_random}
     pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
     for level in levels:
         model = load_model(default_model_name(level))
+        if surroundings != "ct":
+            renderer = DRRRenderer(with_surroundings(ct, level, surroundings))
+        assert renderer is not None
         t0 = time.perf_counter()
         true_v = TrueVertebra(patient.vertebra(level), model, settings)
         ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
@@ -206,7 +214,10 @@ def format_plan_bench(r: dict[str, Any]) -> str:
     t = table(["level", "views", "method", "success [95% CI]", "paths missing / refused", "given, unsafe", "breaches (medial)",
                "clearance mm med / p5", "entry / target err mm", "angle err deg", "s/case"], rows)
     ref = r["reference_seed000"]
-    return (t + f"\nclicks {r['click_sigma_mm']:g} mm; success: both paths given (and accepted by the method's own check) and both safe "
+    around = r.get("surroundings", "ct")
+    ablation = "" if around == "ct" else (f"; X-rays rendered with everything but the vertebra as {around} "
+                                         "(an ablation of the clutter, not the clinical case)")
+    return (t + f"\nclicks {r['click_sigma_mm']:g} mm{ablation}; success: both paths given (and accepted by the method's own check) and both safe "
             f"in the true bone ({r['plan_settings']['cannula_diameter_mm']:g} mm cannula at least its radius from the true cortex "
             "below the docking zone, tip in the true body). 'given, unsafe': paths the method handed on (accepted by its own "
             "check, where it has one) that are unsafe in the true bone. Clearance, breaches and errors over every path produced, "
@@ -254,7 +265,8 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
         ax.set_ylim(max(lowest - 0.5, -6.0), None)
         ax.set_ylabel("clearance to the true cortex (mm)")
         ax.set_title(f"{level}: each path's clearance in the true bone (axis cut at -6 mm); dashed: cannula radius", fontsize=9)
-    fig.suptitle(f"twinsim bench plan: clicks {r['click_sigma_mm']:g} mm")
+    around = r.get("surroundings", "ct")
+    fig.suptitle(f"twinsim bench plan: clicks {r['click_sigma_mm']:g} mm" + ("" if around == "ct" else f"; surroundings: {around} (ablation)"))
     fig.tight_layout()
     write_figure(fig, path, dpi=100)
     return path
@@ -262,8 +274,9 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
 
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
          case_dir: Path | None = None, click_sigma_mm: float = 1.0, reuse_cases: bool = False,
-         settings: PlanSettings | None = None) -> int:
+         settings: PlanSettings | None = None, surroundings: str = "ct") -> int:
     print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
+          f"surroundings {surroundings}; "
           f"torch threads {torch.get_num_threads()}")
     header = {"reference_seed000": SEED000, "targets": TARGETS, "reused_cases": reuse_cases, "patient": {"ct": ct_path.name, "labels": labels_path.name},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
@@ -272,7 +285,8 @@ def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list
         write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
     r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=click_sigma_mm,
-                          case_dir=case_dir, reuse_cases=reuse_cases, settings=settings, on_level=save), **header}
+                          case_dir=case_dir, reuse_cases=reuse_cases, settings=settings, on_level=save,
+                          surroundings=surroundings), **header}
     print(format_plan_bench(r))
     print(f"wrote {plot_plan_bench(r, out.with_suffix('.png'))}")
     print(f"wrote {out}" + (f"; cases (images, sidecars, clicks.json, reconstruction JSON) in {case_dir}" if case_dir else ""))
