@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from twinsim.evaluation.surroundings import SURROUNDINGS
 from twinsim.planning import command as plan_command
 
 
@@ -46,10 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--reuse-cases", action="store_true",
                    help="plan: take each case's reconstruction from --cases where a previous run saved it (compare planner "
                         "settings without refitting)")
-    b.add_argument("--surroundings", choices=["ct", "tissue", "air"], default="ct",
+    b.add_argument("--surroundings", choices=SURROUNDINGS, default="ct",
                    help="plan: render the X-rays from the CT as it is (default), or with everything but the scored vertebra "
                         "replaced by uniform soft tissue or by air: an ablation that measures what the clutter around the "
-                        "vertebra costs (not the clinical case)")
+                        "vertebra costs (not the clinical case; give each its own --cases DIR)")
     plan_command.add_settings_arguments(b)
     b.add_argument("--level", default="L1", help="xray: vertebra the C-arm is centred on (default L1)")
     b.add_argument("--repeats", type=int, default=3, help="xray: timed repeats after a warm-up (default 3)")

@@ -111,15 +111,13 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
     ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
-    renderer = DRRRenderer(ct) if surroundings == "ct" else None
+    clinical = DRRRenderer(ct) if surroundings == "ct" else None  # one for every level
     results: dict[str, Any] = {"levels": {}, "plan_settings": settings.__dict__, "geoplan_settings": asdict(geo_settings),
                                "click_sigma_mm": click_sigma_mm, "surroundings": surroundings, "image_px": size_px, "seed": seed, "random_pairs": n_random}
     pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
     for level in levels:
         model = load_model(default_model_name(level))
-        if surroundings != "ct":
-            renderer = DRRRenderer(with_surroundings(ct, level, surroundings))
-        assert renderer is not None
+        renderer = clinical or DRRRenderer(with_surroundings(ct, level, surroundings))
         t0 = time.perf_counter()
         true_v = TrueVertebra(patient.vertebra(level), model, settings)
         ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)

@@ -16,10 +16,12 @@ The vertebra's own voxels are never changed, and the fitter still gets only the 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twinsim.anatomy.ct import CTVolume
+if TYPE_CHECKING:  # the bench's CLI reads SURROUNDINGS without loading the CT reader
+    from twinsim.anatomy.ct import CTVolume
 
 SURROUNDINGS = ("ct", "tissue", "air")
 SOFT_TISSUE_HU = 40.0
