@@ -39,7 +39,7 @@ from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
 from twinsim.evaluation.simulated_clicks import simulate_clicks
-from twinsim.evaluation.surroundings import SURROUNDINGS, with_surroundings
+from twinsim.evaluation.surroundings import check_surroundings, with_surroundings
 from twinsim.imaging.drr import DRRRenderer
 from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
 from twinsim.planning.planner import plan_vertebra
@@ -104,8 +104,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
     (the same seeds give the same images and clicks), so that planner settings can be compared without refitting.
     ``surroundings``: render the X-rays from the CT as it is, or with all but the level's vertebra replaced
     (:mod:`twinsim.evaluation.surroundings`), to measure what the clutter around the vertebra costs."""
-    if surroundings not in SURROUNDINGS:
-        raise ValueError(f"unknown surroundings {surroundings!r}: use one of {', '.join(SURROUNDINGS)}")
+    check_surroundings(surroundings)
     settings = settings or PlanSettings()
     fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)

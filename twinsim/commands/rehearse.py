@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from twinsim.planning.settings import PlanSettings, PlanSettingsError
+
 DESCRIPTION = """\
 Rehearse a vertebroplasty on a rig (the simulated room by default): calibration (the rig's file,
 checked against the room, or measured now), two tracked X-rays, landmarks (the operator's, or
@@ -25,8 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from twinsim.planning.settings import PlanSettings
-
     p.add_argument("--scene", "--scenario", dest="scenario",
                    help="scene YAML for a simulated rig (default: the rig's, scenarios/rooms/default.yaml); a scripted "
                         "scenario with faults is `twinsim scenario run`")
@@ -60,7 +60,6 @@ def _views(spec: str) -> tuple:
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
-    from twinsim.planning.settings import PlanSettings, PlanSettingsError
     from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
     from twinsim.report import table
     from twinsim.twin.calibration_set import load_calibration

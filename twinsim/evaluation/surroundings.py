@@ -29,10 +29,15 @@ AIR_HU = -1000.0
 BODY_THRESHOLD_HU = -500.0  # above this a voxel is inside the patient (fat is about -100 HU)
 
 
-def with_surroundings(ct: CTVolume, level: str, surroundings: str) -> CTVolume:
-    """A copy of ``ct`` whose voxels outside ``level``'s label are replaced as ``surroundings`` says."""
+def check_surroundings(surroundings: str) -> None:
+    """Refuse a name that is not one of :data:`SURROUNDINGS` (before any CT is loaded)."""
     if surroundings not in SURROUNDINGS:
         raise ValueError(f"unknown surroundings {surroundings!r}: use one of {', '.join(SURROUNDINGS)}")
+
+
+def with_surroundings(ct: CTVolume, level: str, surroundings: str) -> CTVolume:
+    """A copy of ``ct`` whose voxels outside ``level``'s label are replaced as ``surroundings`` says."""
+    check_surroundings(surroundings)
     if surroundings == "ct":
         return ct
     keep = ct.vertebra_mask(level)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twinsim.planning.settings import PlanSettings
+from twinsim.planning.settings import REFINE_STARTS, PlanSettings
 from twinsim.report import table
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--convergence-deg", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.convergence_deg),
                    help=f"allowed angle between the two paths in the axial plane (default {d.convergence_deg[0]:g} {d.convergence_deg[1]:g})")
     p.add_argument("--no-refine", action="store_true", help="transfer the model's paths only (no refinement)")
-    p.add_argument("--refine-starts", type=int, choices=(1, 9), default=d.refine_starts,
+    p.add_argument("--refine-starts", type=int, choices=REFINE_STARTS, default=d.refine_starts,
                    help=f"refinement from the transferred path only (1) or also from it shifted and tilted each way "
                         f"(9; default {d.refine_starts})")
 

@@ -9,6 +9,9 @@ class PlanSettingsError(ValueError):
     """A planning setting is out of range."""
 
 
+REFINE_STARTS = (1, 9)  # the transferred path alone, or also shifted and tilted each way
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     cannula_diameter_mm: float = 5.0  # seed 000 and Baroud 2005: 5 mm cylinder; an 11G needle is ~3 mm
@@ -43,7 +46,7 @@ class PlanSettings:
             lo, hi = getattr(self, name)
             if not lo < hi:
                 problems.append(f"{name} must be (min, max) with min < max, got {getattr(self, name)}")
-        if self.refine_starts not in (1, 9):
+        if self.refine_starts not in REFINE_STARTS:
             problems.append(f"refine_starts must be 1 or 9, got {self.refine_starts}")
         if not (self.refine_shift_mm > 0 and self.refine_tilt_rad > 0):
             problems.append("refine_shift_mm and refine_tilt_rad must be > 0")
