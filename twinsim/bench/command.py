@@ -28,9 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "rehearse: seeded rehearsals of the whole procedure on random view pairs, clicks of 1 and 3 mm, "
                                    "and a 2D-GeoPlan row; success (both guides placed, breach-free in the true bone), tip and "
                                    "axis errors, motions refused, wall time per step, the collision check's speed. "
+                                   "patients: the procedure (or, where a CT holds no room, reconstruction and plan) on "
+                                   "every patient and target of a suite file (scenarios/patients/suite.yaml: the example CT, "
+                                   "its 3 mm, cropped and heavier variants, tptbox's sample CT); stops before planning, "
+                                   "success, success given a plan safe in the true bone, unchecked motions, tip and axis. "
                                    "envs: the gymnasium environments' step rates, scripted and random baselines' returns and "
                                    "success, panda-gym's PandaReach-v3 in the same run, and 2 AsyncVectorEnv workers vs 1 env.")
-    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse", "envs"], help="which benchmark")
+    b.add_argument("what", choices=["scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse", "envs", "patients"],
+                   help="which benchmark")
     b.add_argument("-o", "--out", help="JSON output (default: out/bench_<what>.json)")
     b.add_argument("--scene", help="scene: scene YAML (default: scenarios/rooms/default.yaml)")
     b.add_argument("--cold-repeats", type=int, default=3, help="scene: cold builds (default 3)")
@@ -40,9 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--label-table", help="xray, recon, plan: label table (CSV or JSON)")
     b.add_argument("--levels", help="recon, plan: comma-separated vertebrae (default L1,T12,T11; each with its regional model, and recon also with the L1 model beside it)")
     b.add_argument("--seeds", type=int, default=5, help="carm: how many seeds, from --seed (default 5)")
-    b.add_argument("--pairs", type=int, default=None, help="recon, plan, rehearse: random view pairs (default 20 per level; 10 with --geometry tracked or for rehearse)")
+    b.add_argument("--pairs", type=int, default=None, help="recon, plan, rehearse, patients: random view pairs (default 20 per level; 10 with --geometry tracked or "
+                        "for rehearse; 5 per target for patients)")
     b.add_argument("--click-sigma-mm", type=float, default=1.0,
-                   help="recon, plan: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+                   help="recon, plan, patients: SD of the simulated clinician's click error at the vertebra, mm (default 1)")
     b.add_argument("--cases", help="recon: also save each level's AP+LAT images and clicks.json here (input for reconstruct); plan: every case's images, clicks and reconstruction JSON (input for `twinsim plan`)")
     b.add_argument("--reuse-cases", action="store_true",
                    help="plan: take each case's reconstruction from --cases where a previous run saved it (compare planner "
@@ -70,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--episodes", type=int, default=20, help="envs: NeedleGuideAlign episodes per policy (default 20)")
     b.add_argument("--view-episodes", type=int, default=4, help="envs: ViewSelection episodes per policy (default 4)")
     b.add_argument("--vector-steps", type=int, default=100, help="envs: steps for the AsyncVectorEnv comparison (default 100)")
+    b.add_argument("--suite", help="patients: suite YAML (default: scenarios/patients/suite.yaml)")
+    b.add_argument("--only", help="patients: comma-separated patient names of the suite to run (default: all)")
     b.add_argument("--clicks-mm", default="1,3", help="rehearse: click SD levels, comma-separated (default 1,3)")
     b.add_argument("--no-geoplan", action="store_true", help="rehearse: skip the 2D-GeoPlan row")
     b.set_defaults(func=cmd_bench)
@@ -150,6 +158,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not sigmas or min(sigmas) < 0:
             raise SystemExit(f"twinsim bench rehearse: --clicks-mm needs levels >= 0, got {args.clicks_mm!r}")
         return main(args.scenario, out, 10 if args.pairs is None else args.pairs, args.seed, sigmas, not args.no_geoplan)
+    if args.what == "patients":
+        from twinsim.bench.patients import main
+
+        if not args.click_sigma_mm >= 0:
+            raise SystemExit(f"twinsim bench patients: --click-sigma-mm must be >= 0 (got {args.click_sigma_mm})")
+        only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+        return main(args.suite, out, 5 if args.pairs is None else args.pairs, args.seed, args.click_sigma_mm, only)
     if args.what == "scene":
         from twinsim.bench.scene import main
 

@@ -85,7 +85,30 @@ def geoplan_source(verifier: SimVerifier, click_sigma_mm: float, seed: int) -> A
     return make
 
 
-def _case_row(r: Rehearsal, wall_s: float) -> dict[str, Any]:
+PRE_PLAN_STEPS = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
+
+
+def stopped_at(outcome: str) -> str | None:
+    """The step a rehearsal stopped at (``"stopped at x-rays: ..."``), or None when both guides were placed."""
+    if not outcome.startswith("stopped at "):
+        return None
+    return outcome[len("stopped at "):].split(":", 1)[0].strip()
+
+
+def plan_in_truth(r: Rehearsal, verifier: SimVerifier) -> dict[str, dict[str, Any]]:
+    """Each path of the rehearsal's plan scored in the true bone, whether or not a guide was placed on it."""
+    plan = r.reg.plan if r.reg is not None else None
+    if plan is None:
+        return {}
+    T_ct_ref = verifier.T_ct_ref_mm()
+    lines = {s: (T_ct_ref[:3, :3] @ p.entry_mm + T_ct_ref[:3, 3], T_ct_ref[:3, :3] @ p.target_mm + T_ct_ref[:3, 3])
+             for s, p in plan.paths.items()}
+    scored = verifier.truth(r.s.plan).score(lines)
+    return {s: {"given_as_safe": bool(plan.paths[s].safe), "safe_in_truth": bool(v["safe_in_truth"]),
+                "clearance_mm": v["clearance_mm"], "breach": bool(v["breach"])} for s, v in scored.items()}
+
+
+def _case_row(r: Rehearsal, wall_s: float, verifier: SimVerifier | None = None) -> dict[str, Any]:
     log = r.log
     steps = {s.name: s.seconds for s in log.steps}
     truth = {side: g.truth for side, g in r.placed.items() if g.truth}
@@ -102,7 +125,8 @@ def _case_row(r: Rehearsal, wall_s: float) -> dict[str, Any]:
             "motions_sent_without_passed_check": m.get("sent_without_passed_check", 0),
             "check_200_waypoints_ms": survey.get("check_200_waypoints", {}).get("median_ms"),
             "twin_bodies": survey.get("check_200_waypoints", {}).get("bodies"),
-            "recommendation": log.recommendation, "step_s": steps, "wall_s": wall_s}
+            "recommendation": log.recommendation, "step_s": steps, "wall_s": wall_s,
+            "stopped_at": stopped_at(log.outcome), "plan_in_truth": plan_in_truth(r, verifier) if verifier is not None else {}}
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,7 +186,7 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 reh.run()
                 cal = reh.cal  # the first case may have calibrated: the rest reuse it
                 rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
-                                   **_case_row(reh, time.perf_counter() - t0)})
+                                   **_case_row(reh, time.perf_counter() - t0, verifier)})
                 bar.update()
         bar.close()
     checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]

@@ -12,6 +12,7 @@ from typing import Any
 from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
 from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
 from twinsim.motion.room_model import RoomModel
+from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.robot.nominal import NominalPanda
 from twinsim.tracking.fiducials import RegistrationTarget, patient_registration_target
 from twinsim.workflows.carm_calibration import CArmPhantom, load_phantom
@@ -31,6 +32,7 @@ class RigDevices:
     carm_phantom: CArmPhantom | None = None  # for `twinsim calibrate carm`
     room: Any = None  # the simulated room (sim rigs only; evaluation code may read it)
     target_level: str = ""  # the level the patient's planning data names
+    tolerances: ProcedureTolerances = field(default_factory=ProcedureTolerances)  # the scene's `procedure` section
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -84,7 +86,8 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
         operator.landmarks_of_level = true_landmarks_of(room.patient)
         navigation = SimArm(room, clock, name="navigation", obstacles=())
         dev = RigDevices(rig, arm, SimTracker(vega, clock), carm, operator, model, target, room_model(room.config),
-                         navigation, sim_phantom(room, vega, carm, seed=rig.seed), room, room.config.patient.target_level)
+                         navigation, sim_phantom(room, vega, carm, seed=rig.seed), room, room.config.patient.target_level,
+                         tolerances=room.config.procedure)
     except Exception:
         room.close()
         raise
@@ -128,7 +131,8 @@ def open_lab(rig: LabRig) -> RigDevices:
             navigation = FrankyArm(nav.hostname, "navigation", nav.realtime)
             closers.append(navigation.close)
         dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level),
-                         room_model(cfg), navigation, phantom, target_level=cfg.patient.target_level)
+                         room_model(cfg), navigation, phantom, target_level=cfg.patient.target_level,
+                         tolerances=cfg.procedure)
     except Exception:
         for f in reversed(closers):
             f()

@@ -102,7 +102,10 @@ def expose(line_integral: np.ndarray, geom: ProjectionGeometry, detector: Detect
     # Window on the pixels whose rays cross the patient, as automatic brightness control does;
     # the unattenuated beam around the body (or past the CT's field of view) would wash it out.
     body = L > 0.1 * float(np.percentile(L, 99.9))
-    lo, hi = (float(v) for v in np.percentile(L[body] if body.sum() > 100 else L, detector.window_percentiles))
+    if body.sum() > 100:
+        lo, hi = (float(v) for v in np.percentile(L[body], detector.window_percentiles))
+    else:  # an empty beam, at most a few small objects in it (a phantom's beads): keep them below saturation
+        lo, hi = float(np.percentile(L, detector.window_percentiles[0])), float(L.max())
     if hi - lo < 1e-6:
         hi = lo + 1e-6
     return np.clip((L - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (lo, hi)

@@ -5,7 +5,8 @@ the top the table's datasheet height above it; centred under the patient, long a
 spine as the reconstruction has it; a solid from the floor to the top (the twin never plans
 under it). The envelope: points the tracked pointer touched on the patient's back, joined to
 their feet on the table top, make a convex solid. Over a prone back a convex hull bridges the
-groove along the spine, so it errs on the side of the patient.
+groove along the spine, so it errs on the side of the patient. Past the touched patch the body goes
+on: a solid of the patch's silhouette continues it along the table at each end.
 """
 
 from __future__ import annotations
@@ -85,6 +86,31 @@ class PatientEnvelope:
         except QhullError as exc:
             raise SurveyError(f"the skin touches span no volume: {str(exc).splitlines()[0]}") from None
         return cls(hull.points[hull.vertices], _reindex(hull), hull.equations.copy(), len(P))
+
+    def continuations(self, table: TableModel, length_mm: float, end_band_mm: float = 40.0) -> list[PatientEnvelope]:
+        """The body beyond the touched patch, one solid past each end along the spine, ``length_mm`` long.
+
+        The pointer traces a patch around the target; the patient goes on past it (and a CT ends
+        where the scan stopped). Each continuation carries the patch's last ``end_band_mm`` on,
+        its cross-section as the touches there have it (the back's height and width at that end).
+        """
+        if length_mm <= 0:
+            return []
+        P = self.vertices_ref_mm
+        along = (P - table.centre_mm) @ table.long_axis
+        out = []
+        for sign, end in ((-1.0, along.min()), (1.0, along.max())):
+            band = np.abs(along - end) <= end_band_mm
+            if band.sum() < 4:
+                band = np.ones(len(P), dtype=bool)  # too few touches at that end: the whole patch's silhouette
+            near = P[band] - np.outer(along[band] - end, table.long_axis)  # onto the end's plane
+            far = near + table.long_axis * sign * length_mm
+            try:
+                hull = ConvexHull(np.vstack([near, far]))
+            except QhullError:
+                continue  # the end's touches span no area: nothing to carry on
+            out.append(PatientEnvelope(hull.points[hull.vertices], _reindex(hull), hull.equations.copy(), 0))
+        return out
 
     def signed_distance_mm(self, p_ref_mm: np.ndarray) -> np.ndarray:
         """A lower bound of the distance outside (> 0) and the depth inside (< 0), per point."""

@@ -59,6 +59,9 @@ class SightLine:
     # the operation robot's own hand and wrist grazed the rays (its closed loop moves it off the planned joints),
     # and the twin, ray on the centre only, passed advances that lost the marker for 7 frames.
     rim_mm: float = 6.0
+    # The patient reference's spheres in ref (its own frame): the arm must not hide it either, or the interlock
+    # stops the motion as it does for the guide (seen in the room on the right approach of some plans).
+    reference_spheres_ref_mm: np.ndarray | None = None
 
     @property
     def camera_ref_mm(self) -> np.ndarray:
@@ -115,22 +118,33 @@ class MotionPlanner:
 
     # ---- line of sight ------------------------------------------------------------------
     def marker_in_sight(self, q_rad: np.ndarray, sight: SightLine | None = None) -> bool:
-        """Whether the tracker would see the guide's marker with the robot at ``q_rad``, in the twin."""
+        """Whether the tracker would see the guide's marker (and the patient reference) with the robot at ``q_rad``."""
+        return self.hidden_marker(q_rad, sight) is None
+
+    def hidden_marker(self, q_rad: np.ndarray, sight: SightLine | None = None) -> str | None:
+        """Which marker the tracker would lose with the robot at ``q_rad``, in the twin (None: it sees them all)."""
         sight = sight or self.sight
         if sight is None:
-            return True
+            return None
         T_ref_marker = self.tool_pose_mm(q_rad) @ sight.T_tool_marker_mm
         local = np.zeros((1, 3)) if sight.spheres_marker_mm is None else sight.spheres_marker_mm
-        spheres = frames.transform_points(T_ref_marker, local)
         need = 1 if sight.spheres_marker_mm is None else min(sight.min_spheres, len(local))
+        self.world.set_joints(q_rad)
+        # From just off each sphere (its own mount does not hide it) to short of the camera the navigation robot holds.
+        if not self._seen(sight, frames.transform_points(T_ref_marker, local), need,
+                          12.0 if sight.spheres_marker_mm is not None else 30.0):
+            return "the guide's marker"
+        ref = sight.reference_spheres_ref_mm
+        if ref is not None and not self._seen(sight, ref, min(sight.min_spheres, len(ref)), 12.0):
+            return "the patient reference"
+        return None
+
+    def _seen(self, sight: SightLine, spheres: np.ndarray, need: int, off_mm: float) -> bool:
         inside = sight.volume.contains(frames.transform_points(frames.invert(sight.T_ref_cam_mm), spheres))
         if inside.sum() < need:
             return False
-        self.world.set_joints(q_rad)
         d = sight.camera_ref_mm - spheres
         u = d / np.linalg.norm(d, axis=1, keepdims=True)
-        # From just off each sphere (its own mount does not hide it) to short of the camera the navigation robot holds.
-        off_mm = 12.0 if sight.spheres_marker_mm is not None else 30.0
         e1, e2 = frames.perpendicular_basis(u)
         rims = [np.zeros_like(u)] + [sight.rim_mm * s * e for e in (e1, e2) for s in (1.0, -1.0)]
         a = np.concatenate([spheres + r + u * off_mm for r in rims]) * 1e-3
@@ -145,17 +159,18 @@ class MotionPlanner:
         if self.sight is None:
             return None
         qs, where = timing.configurations_at(self.sight.rate_hz)
-        run, start, worst, at = 0, 0.0, 0, 0.0
+        run, start, worst, at, what = 0, 0.0, 0, 0.0, "the guide's marker"
         for q, w in zip(qs, where, strict=True):
-            if self.marker_in_sight(q):
+            hidden = self.hidden_marker(q)
+            if hidden is None:
                 run = 0
                 continue
             run, start = run + 1, (float(w) if run == 0 else start)
             if run > worst:
-                worst, at = run, start
+                worst, at, what = run, start, hidden
         if worst <= self.sight.max_blind_frames:
             return None
-        return (f"the guide's marker would be hidden from the camera for {worst} frames "
+        return (f"{what} would be hidden from the camera for {worst} frames "
                 f"({1000.0 * worst / self.sight.rate_hz:.0f} ms, at most {self.sight.max_blind_frames} allowed) "
                 f"by waypoint {at:.2f} of the path")
 

@@ -193,13 +193,17 @@ class TwinWorld:
             pb.resetBasePositionAndOrientation(self.carm, [0.0, 0.0, -100.0], [0, 0, 0, 1], physicsClientId=self.client)
         self.carm_source_ref_mm = None
 
-    def set_envelope(self, envelope: PatientEnvelope) -> None:
+    def set_envelope(self, envelope: PatientEnvelope, continuations: list[PatientEnvelope] | None = None) -> None:
+        """The touched envelope and the body's continuations past the touched patch (inferior, then superior; see
+        :meth:`PatientEnvelope.continuations`): the guide may come within ``guide_to_patient_mm`` of them."""
         self.envelope = envelope
-        v = envelope.vertices_ref_mm * 1e-3
-        col = pb.createCollisionShape(pb.GEOM_MESH, vertices=v.tolist(), physicsClientId=self.client)  # convex hull
-        vis = pb.createVisualShape(pb.GEOM_MESH, vertices=v.tolist(), indices=envelope.faces.reshape(-1).tolist(),
-                                   rgbaColor=list(_SKIN), physicsClientId=self.client)
-        self._add(pb.createMultiBody(0, col, vis, physicsClientId=self.client), "patient envelope")
+        for k, env in enumerate([envelope, *(continuations or [])]):
+            v = env.vertices_ref_mm * 1e-3
+            col = pb.createCollisionShape(pb.GEOM_MESH, vertices=v.tolist(), physicsClientId=self.client)  # convex hull
+            vis = pb.createVisualShape(pb.GEOM_MESH, vertices=v.tolist(), indices=env.faces.reshape(-1).tolist(),
+                                       rgbaColor=list(_SKIN), physicsClientId=self.client)
+            self._add(pb.createMultiBody(0, col, vis, physicsClientId=self.client),
+                      "patient envelope" if k == 0 else f"patient envelope beyond the touches ({('inferior', 'superior')[k - 1]})")
 
     @property
     def bodies(self) -> list[str]:
@@ -216,7 +220,8 @@ class TwinWorld:
 
     def _required_mm(self, link: int, body: int) -> float:
         s = self.settings
-        return s.guide_to_patient_mm if (link in self._guide_links and self.names.get(body) == "patient envelope") else s.robot_mm
+        patient = self.names.get(body, "").startswith("patient envelope")
+        return s.guide_to_patient_mm if (link in self._guide_links and patient) else s.robot_mm
 
     def contacts(self, q_rad: np.ndarray) -> tuple[Contact | None, float]:
         """The worst pair closer than its clearance at ``q_rad`` (None when all clear), and the smallest clearance seen."""

@@ -36,6 +36,7 @@ from twinsim.motion.twin_world import ClearanceSettings, TwinWorld
 from twinsim.planning.planner import VertebraPlan, plan_vertebra
 from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.steps import ProcedureLog, StepFailed, StepRecord
+from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
 from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
@@ -48,7 +49,6 @@ from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
 from twinsim.workflows.tracked_xray import acquire_tracked
 
 DEFAULT_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
-CALIBRATION_CHECK_MM = 3.0  # tracked guide tip vs the joints' prediction: beyond this the calibration is not this room's
 SIDES = ("left", "right")
 
 
@@ -61,11 +61,13 @@ class RehearsalSettings:
     level: str | None = None  # None: the rig's target level
     views: tuple[CArmView, CArmView] = DEFAULT_VIEWS
     clicks_file: Path | None = None  # the clinician's clicks; None: the operator marks them
-    skin_points: int = 40
+    # None: the rig's scene says (its `procedure` section; twinsim.sim.scene_config.ProcedureTolerances).
+    skin_points: int | None = None
     frames_per_touch: int = 5
     plan: PlanSettings = field(default_factory=PlanSettings)
-    clearance: ClearanceSettings = field(default_factory=ClearanceSettings)
-    dock: DockSettings = field(default_factory=DockSettings)
+    clearance: ClearanceSettings | None = None
+    dock: DockSettings | None = None
+    calibration_check_mm: float | None = None  # tracked guide tip vs the joints' prediction: beyond it the calibration is not this room's
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     speed_factor: float = 0.2
     max_reregistrations: int = 1
@@ -116,7 +118,14 @@ class Rehearsal:
                  verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None,
                  plan_source: Callable[[Rehearsal], VertebraPlan] | None = None) -> None:
         """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
-        self.dev, self.out, self.s = dev, Path(out), settings or RehearsalSettings()
+        self.dev, self.out = dev, Path(out)
+        self.tol = tol = getattr(dev, "tolerances", None) or ProcedureTolerances()
+        s = settings or RehearsalSettings()
+        self.s = replace(
+            s, skin_points=s.skin_points or tol.skin_touches,
+            clearance=s.clearance or ClearanceSettings(robot_mm=tol.robot_clearance_mm, guide_to_patient_mm=tol.guide_to_patient_mm),
+            dock=s.dock or DockSettings(dock_standoff_mm=tol.dock_standoff_mm, approach_mm=tuple(tol.approach_mm)),
+            calibration_check_mm=s.calibration_check_mm or tol.calibration_check_mm)
         self.plan_source = plan_source
         self.cal = calibration
         self.verify = verify
@@ -215,15 +224,15 @@ class Rehearsal:
             raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
         gap = self._guide_gap_mm()
         figures: dict[str, Any] = {"source": source}
-        if gap > CALIBRATION_CHECK_MM:
+        if gap > self.s.calibration_check_mm:
             # The cart is wheeled to each patient: the base may stand elsewhere than at calibration while the
             # tool calibrations (hand-eye, guide, pointer) still hold. Its flange marker says where it is now.
             moved = self._reregister_base(None)["base_moved_in_ref_mm"]
             gap_after = self._guide_gap_mm()
-            if gap_after > CALIBRATION_CHECK_MM:
+            if gap_after > self.s.calibration_check_mm:
                 raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put "
                                        f"it, {gap_after:.1f} mm with the base registered again from its flange marker (limit "
-                                       f"{CALIBRATION_CHECK_MM:g} mm): this calibration is not this room's; run `twinsim calibrate`")
+                                       f"{self.s.calibration_check_mm:g} mm): this calibration is not this room's; run `twinsim calibrate`")
             figures.update(cart_moved_since_calibration_mm=moved, guide_tip_before_base_registration_mm=gap)
             gap = gap_after
         return {**figures, "guide_tip_tracked_vs_joints_mm": gap}
@@ -330,7 +339,7 @@ class Rehearsal:
         if self.world is not None:
             self.world.close()
         world = TwinWorld(m, self.cal.T_ref_base, table, self.s.clearance)
-        world.set_envelope(envelope)
+        world.set_envelope(envelope, envelope.continuations(table, self.tol.envelope_continuation_mm))
         world.park_carm()  # rolled away after the X-rays
         nav = "not modelled (the rig has no navigation arm)"
         if dev.navigation is not None:
@@ -392,8 +401,14 @@ class Rehearsal:
             spheres = load_marker(NEEDLE_MARKER).spheres_mm
         except MarkerError:  # no tool definition here: one ray from the marker's origin
             spheres = None
+        try:
+            reference = load_marker(REFERENCE).spheres_mm  # ref is the reference marker's own frame
+        except MarkerError:
+            reference = None
         T_ref_tool = self.planner.tool_pose_mm(self.dev.arm.read_joints_rad())
-        return SightLine(frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm), spheres)
+        return SightLine(frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm), spheres,
+                         max_blind_frames=self.tol.max_blind_frames, rim_mm=self.tol.sight_rim_mm,
+                         reference_spheres_ref_mm=reference)
 
     def _move(self, motion: PlannedMotion, watch: Watch, rec: StepRecord) -> None:
         frames_read = run_watched(self.guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)

@@ -8,7 +8,8 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.imaging.acquisition import Acquisition
-from twinsim.imaging.drr import DetectorModel, DRRRenderer
+from twinsim.imaging.beads import STEEL_MU_PER_MM, sphere_chord_mm
+from twinsim.imaging.drr import DetectorModel, DRRRenderer, expose
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import View
 from twinsim.sim.world import OperatingRoom, PairClearance
@@ -41,10 +42,14 @@ def carm_collisions(room: OperatingRoom) -> list[PairClearance]:
     return [c for c in (room.clearance(a, b, query_m=0.01) for a, b in pairs) if c.colliding]
 
 
-def acquire(room: OperatingRoom, renderer: DRRRenderer, view: View, size_px: tuple[int, int],
-            detector: DetectorModel | None = None, seed: int | None = 0) -> tuple[Acquisition, list[PairClearance]]:
+def acquire(room: OperatingRoom, renderer: DRRRenderer | None, view: View, size_px: tuple[int, int],
+            detector: DetectorModel | None = None, seed: int | None = 0, beads_ct_mm: np.ndarray | None = None,
+            bead_radius_mm: float = 1.0) -> tuple[Acquisition, list[PairClearance]]:
     """Turn the C-arm to ``view``, expose, and return the acquisition (geometry in the ct frame).
 
+    ``renderer=None`` exposes the empty beam (no patient in it); ``beads_ct_mm`` puts steel beads
+    (a calibration phantom) in the beam: their attenuation adds to the patient's before the
+    detector, so a heavier patient leaves them fewer photons and more noise, as on a real panel.
     Also returns what the C-arm would touch in that pose: in the room a real C-arm cannot
     pass through a robot, so callers should report it.
     """
@@ -52,7 +57,10 @@ def acquire(room: OperatingRoom, renderer: DRRRenderer, view: View, size_px: tup
     hits = carm_collisions(room)
     geom = carm_projection(room, size_px, "ct")
     detector = detector or DetectorModel()
-    image, window = renderer.render(geom, detector, seed)
+    L = renderer.line_integrals(geom) if renderer is not None else np.zeros((geom.height_px, geom.width_px))
+    if beads_ct_mm is not None:
+        L = L + STEEL_MU_PER_MM * sphere_chord_mm(geom, beads_ct_mm, bead_radius_mm)
+    image, window = expose(L, geom, detector, seed)
     acq = Acquisition(
         image=image, geometry=geom, window=window,
         view={"name": view.name, "lao_deg": view.lao_deg, "cranial_deg": view.cranial_deg},

@@ -13,7 +13,9 @@ from collections.abc import Callable
 import numpy as np
 
 from twinsim import frames
+from twinsim.anatomy.labels import normalise_level
 from twinsim.anatomy.landmarks import spinous_tip_mm
+from twinsim.anatomy.patient import Patient
 from twinsim.robot import panda
 from twinsim.sim.scene_config import SceneConfigError
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
@@ -35,10 +37,34 @@ def facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.column_stack([x, np.cross(z, x), z])
 
 
+def clamp_level(patient: Patient, target_level: str, named: str | None, key: str) -> str:
+    """The vertebra a patient-mounted marker is clamped to: ``named`` if the scene names one, else the nearest.
+
+    The nearest is the complete vertebra (other than the target, whose pedicles take the needles)
+    whose centroid lies closest to the target's; the target itself only when it is the one
+    complete vertebra. A named vertebra that is cut or absent is refused with its scene ``key``.
+    """
+    if named is not None:
+        level = normalise_level(named) or named
+        if level not in patient.vertebrae:
+            why = (f"is cut by the CT field of view ({'/'.join(patient.cut_levels[level])} edge)" if level in patient.cut_levels
+                   else "is not in the label map")
+            raise SceneConfigError(f"{key}: vertebra {named} {why}; complete: {', '.join(patient.levels)} "
+                                   "(leave the key out to clamp on the nearest complete vertebra)")
+        return level
+    others = [lvl for lvl in patient.levels if lvl != target_level]
+    if not others:
+        return target_level
+    c = patient.vertebra(target_level).centroid_mm
+    return min(others, key=lambda lvl: float(np.linalg.norm(patient.vertebrae[lvl].centroid_mm - c)))
+
+
 def _parent_pose(room: OperatingRoom, mount: dict, name: str) -> Callable[[], np.ndarray]:
     attach = mount.get("attach")
     if attach == "patient":
-        tip = spinous_tip_world_m(room, str(mount.get("level", room.config.patient.target_level)))
+        level = clamp_level(room.patient, room.config.patient.target_level, mount.get("level"),
+                            f"{room.config.path}: markers.{name}.level")
+        tip = spinous_tip_world_m(room, level)
         T = frames.make_transform(t=tip)
         return lambda: room.patient_motion() @ T  # clamped to the bone: it moves with the patient
     if attach == "world":

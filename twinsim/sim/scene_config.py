@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from twinsim.imaging.carm_geometry import CArmGeometry
+from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.report import read_yaml_mapping, validation_problems
 from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig  # noqa: F401 (part of the scene)
 from twinsim.sim import scene_schema as schema
@@ -72,6 +73,7 @@ class CArmConfig:
     source_housing_m: np.ndarray
     focal_spot_depth_m: float  # focal spot below the housing's patient-facing face
     detector_housing_m: np.ndarray
+    calibration_shots: str = "empty_beam"  # the bead phantom's shots: "empty_beam" (before the patient) or "over_patient"
 
 
 @dataclass
@@ -153,6 +155,7 @@ class SceneConfig:
     views: list[ViewConfig] = field(default_factory=list)
     markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/rooms/default.yaml)
     error_budget: ErrorBudgetConfig = field(default_factory=lambda: ErrorBudgetConfig(frozenset()))
+    procedure: ProcedureTolerances = field(default_factory=ProcedureTolerances)
 
 
 def _path(value: str | None, base: Path) -> Path | None:
@@ -204,7 +207,7 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
         lao_deg=c.lao_deg, cranial_deg=c.cranial_deg, arc_radius_m=c.arc_radius_m, arc_side=c.arc_side,
         arc_width_m=c.arc_width_m, arc_thickness_m=c.arc_thickness_m, arc_segments=c.arc_segments,
         source_housing_m=np.array(c.source_housing_m), focal_spot_depth_m=c.focal_spot_depth_m,
-        detector_housing_m=np.array(c.detector_housing_m),
+        detector_housing_m=np.array(c.detector_housing_m), calibration_shots=c.calibration_shots,
     )
     if carm.arc_radius_m * 1000 <= geom.sdd_mm - geom.sid_mm:
         raise SceneConfigError(f"{src}: carm.arc_radius_m must reach beyond the detector")
@@ -222,4 +225,5 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
         name=sc.name, path=path, patient=patient, table=table_cfg, robots=robots, needle_guide=needle, tracker_camera=camera,
         carm=carm, timestep_s=sc.physics.timestep_s, gravity_m_s2=np.array(sc.physics.gravity_m_s2),
         image_size=(int(size[0]), int(size[1])), views=views, markers=markers, error_budget=budget,
+        procedure=ProcedureTolerances(**{**sc.procedure.model_dump(), "approach_mm": tuple(sc.procedure.approach_mm)}),
     )

@@ -143,6 +143,9 @@ class CArm(_Strict):
     source_housing_m: PosVec3
     focal_spot_depth_m: Positive
     detector_housing_m: PosVec3
+    # The bead phantom's shots: in the empty beam before the patient is slid in (as a clinic calibrates),
+    # or over the patient (beads found over any anatomy; a heavy patient can hide some).
+    calibration_shots: Literal["empty_beam", "over_patient"] = "empty_beam"
 
 
 class Physics(_Strict):
@@ -200,6 +203,18 @@ class ErrorBudget(_Strict):
         return self
 
 
+class Procedure(_Strict):
+    calibration_check_mm: Positive = 3.0
+    skin_touches: Annotated[int, Field(ge=8)] = 40
+    dock_standoff_mm: Positive = 15.0
+    approach_mm: Annotated[list[Positive], Field(min_length=1)] = [30.0, 15.0, 5.0]
+    robot_clearance_mm: NonNegative = 15.0
+    guide_to_patient_mm: NonNegative = 4.0
+    sight_rim_mm: NonNegative = 6.0
+    max_blind_frames: Annotated[int, Field(ge=0)] = 2
+    envelope_continuation_mm: NonNegative = 300.0
+
+
 class Scene(_Strict):
     name: str
     patient: Patient
@@ -212,3 +227,4 @@ class Scene(_Strict):
     snapshot: Snapshot
     markers: dict[str, Mount] = {}
     error_budget: ErrorBudget = ErrorBudget(enabled=False)
+    procedure: Procedure = Procedure()

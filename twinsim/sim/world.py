@@ -15,6 +15,7 @@ import pybullet as pb
 import pybullet_data
 
 from twinsim import frames
+from twinsim.anatomy.ct import PatientDataError
 from twinsim.anatomy.example import example_patient
 from twinsim.anatomy.patient import Patient, build_patient
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
@@ -226,9 +227,17 @@ def scene_patient_files(cfg: SceneConfig) -> tuple[Path, Path, Path | None, str 
 
 
 def load_scene_patient(cfg: SceneConfig, progress: bool | None = None, cache_dir: Path | None = None) -> Patient:
+    """The scene's patient, meshed; a CT that cannot be used, or a target that is not there, names its scene key."""
     ct, labels, table, name = scene_patient_files(cfg)
-    return build_patient(ct, labels, table, name=name, require_levels=[cfg.patient.target_level],
-                         progress=progress, cache_dir=cache_dir)
+    try:
+        patient = build_patient(ct, labels, table, name=name, progress=progress, cache_dir=cache_dir)
+    except PatientDataError as exc:
+        raise PatientDataError(f"{cfg.path}: patient.source: {exc}") from None
+    try:
+        patient.vertebra(cfg.patient.target_level)
+    except PatientDataError as exc:
+        raise PatientDataError(f"{cfg.path}: patient.target_level: {exc}") from None
+    return patient
 
 
 def mesh_in_world_m(T_world_ct: np.ndarray, vertices_ct_mm: np.ndarray) -> np.ndarray:
@@ -268,6 +277,10 @@ def build_operating_room(
     """Build the room described by a scene file (the default scene when None)."""
     cfg = scene if isinstance(scene, SceneConfig) else load_scene_config(scene)
     patient = patient or load_scene_patient(cfg, progress=progress)
+    try:
+        patient.require_back_in_view()
+    except PatientDataError as exc:
+        raise PatientDataError(f"{cfg.path}: patient.source: {exc}") from None
     client = pb.connect(pb.GUI if gui else pb.DIRECT)
     if client < 0:
         raise RuntimeError("could not start PyBullet" + (" with a GUI (is there a display?)" if gui else ""))

