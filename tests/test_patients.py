@@ -192,3 +192,27 @@ def test_suite_file_is_read_and_checked(tmp_path):
     bad.write_text("format: twinsim-patient-suite/1\npatients:\n  - {name: a, source: example, targets: [hip]}\n")
     with pytest.raises(SuiteError, match="not a vertebra name"):
         load_suite(bad)
+
+
+@pytest.mark.timeout(600)
+def test_bench_patients_records_refusals_and_plans_on_the_second_ct(tmp_path, example_patient_model):
+    """A short suite: a target the example CT cuts (refused, not crashed) and tptbox's sample, planned only."""
+    import json
+
+    from twinsim.bench.patients import format_patients_bench, plot_patients_bench, run_patients_bench
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("format: twinsim-patient-suite/1\npatients:\n"
+                     "  - {name: example, source: example, targets: [L2]}\n"
+                     "  - {name: tptbox-sample, source: tptbox, targets: [L3], procedure: plan}\n")
+    seen = []
+    r = run_patients_bench(suite, n_pairs=1, out_dir=tmp_path / "cases", progress=False, on_row=seen.append)
+    assert [row["status"] for row in r["rows"]] == ["refused", "ran"] and r["complete"]
+    assert "L2 is cut by the CT field of view" in r["rows"][0]["reason"]
+    assert len(seen) == 2 and not seen[0]["complete"]  # each row saved as it finished
+    plan = r["rows"][1]["summary"]
+    assert plan["cases"] == 1 and plan["stopped_before_plan"] == 0 and "given_unsafe_paths" in plan
+    text = format_patients_bench(r)
+    assert "tptbox-sample" in text and "refused" in text
+    assert plot_patients_bench(r, tmp_path / "bench.png").stat().st_size > 10_000
+    assert json.loads(json.dumps(r))["rows"][1]["target"] == "L3"  # the record is plain JSON

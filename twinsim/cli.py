@@ -61,7 +61,13 @@ def cmd_scene(args: argparse.Namespace) -> int:
         print(f"C-arm    LAO {carm.lao_deg:+.1f} deg, cranial {carm.cranial_deg:+.1f} deg, SDD {carm.geometry.sdd_mm:.0f} mm, "
               f"isocenter {np.round(room.T_world_carm[:3, 3], 3).tolist()} m")
         if cfg.markers:
-            from twinsim.sim.markers_in_room import room_tracker
+            from twinsim.sim.markers_in_room import clamp_level, room_tracker
+
+            for name, mount in cfg.markers.items():
+                if mount.get("attach") == "patient":
+                    level = clamp_level(patient, cfg.patient.target_level, mount.get("level"), f"markers.{name}.level")
+                    how = "as the scene names it" if mount.get("level") else "the nearest complete vertebra to the target"
+                    print(f"{name}: clamped on the spinous process of {level} ({how})")
 
             vega = room_tracker(room, {"latency s": 0.0})
             f = vega.get_frame()

@@ -109,6 +109,7 @@ def mask_to_mesh(
     smooth_sigma_mm: float = 0.7,
     taubin_iterations: int = 10,
     fill_holes: bool = True,
+    self_intersection_check: bool = True,
 ) -> SurfaceMesh:
     """Closed surface of the largest connected component of ``mask``, in the affine's frame (mm).
 
@@ -121,18 +122,21 @@ def mask_to_mesh(
     if not mask.any():
         raise MeshingError("mask is empty")
     try:
-        return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes)
+        return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes,
+                             self_intersection_check=self_intersection_check)
     except MeshingError:
         spacing = np.linalg.norm(affine_mm[:3, :3], axis=0)
         if spacing.max() < 1.5 * spacing.min():
             raise
     # Thick slices (3 mm and more) leave steps that decimation folds into a non-manifold surface:
     # mesh again on an isotropic grid at the finest spacing, the mask interpolated between slices.
-    return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes, isotropic=True)
+    return _mask_to_mesh(mask, affine_mm, target_vertices, smooth_sigma_mm, taubin_iterations, fill_holes, isotropic=True,
+                         self_intersection_check=self_intersection_check)
 
 
 def _mask_to_mesh(mask: np.ndarray, affine_mm: np.ndarray, target_vertices: int, smooth_sigma_mm: float,
-                  taubin_iterations: int, fill_holes: bool, isotropic: bool = False) -> SurfaceMesh:
+                  taubin_iterations: int, fill_holes: bool, isotropic: bool = False,
+                  self_intersection_check: bool = True) -> SurfaceMesh:
     # Work on the bounding box: component labelling and hole filling on a whole CT cost seconds.
     pad = 3
     lo, hi = mask_bounds(mask)
@@ -163,7 +167,7 @@ def _mask_to_mesh(mask: np.ndarray, affine_mm: np.ndarray, target_vertices: int,
     iterations = taubin_iterations
     while True:
         smoothed = m.filter_smooth_taubin(number_of_iterations=iterations) if iterations > 0 else m
-        if _is_closed_surface(smoothed):
+        if _is_closed_surface(smoothed, self_intersection_check):
             break
         if iterations == 0:
             raise MeshingError(
@@ -177,6 +181,8 @@ def _mask_to_mesh(mask: np.ndarray, affine_mm: np.ndarray, target_vertices: int,
     return out
 
 
-def _is_closed_surface(m: o3d.geometry.TriangleMesh) -> bool:
-    """Closed 2-manifold, consistently oriented and free of self-intersections."""
-    return bool(m.is_watertight() and m.is_orientable())
+def _is_closed_surface(m: o3d.geometry.TriangleMesh, self_intersection_check: bool = True) -> bool:
+    """Closed 2-manifold, consistently oriented and (unless told otherwise) free of self-intersections."""
+    if self_intersection_check:
+        return bool(m.is_watertight() and m.is_orientable())
+    return bool(m.is_edge_manifold(allow_boundary_edges=False) and m.is_vertex_manifold() and m.is_orientable())

@@ -8,6 +8,7 @@ patients:
     degrade: {slice_mm: 3.0, inplane_mm: 0.9, cut_level: T12, body_shell_mm: 30}   # all optional
     targets: [L1]
     procedure: rehearse          # rehearse (default): the whole procedure in a room; plan: reconstruction and plan only
+    cannula_mm: {T12: 3.0}       # optional: the instrument per target (default: the planner's, 5 mm)
 ```
 
 Paths are relative to the suite file. Errors name the file and the key. Each patient's files are
@@ -51,6 +52,7 @@ class _Entry(_Strict):
     targets: list[str] = Field(min_length=1)
     degrade: _Degrade = _Degrade()
     procedure: Literal["rehearse", "plan"] = "rehearse"
+    cannula_mm: dict[str, float] = {}  # target -> the instrument's diameter where it is not the planner's default
 
 
 class _Suite(_Strict):
@@ -69,6 +71,7 @@ class SuitePatient:
     labels: Path | None = None
     label_table: Path | None = None
     describe: str = field(default="")
+    cannula_mm: dict[str, float] = field(default_factory=dict)
 
     def files(self) -> tuple[Path, Path, Path | None]:
         """``(ct, labels, label_table)``, the degraded variant written to the cache on first use."""
@@ -124,8 +127,16 @@ def load_suite(path: str | Path | None = None) -> list[SuitePatient]:
                     raise SuiteError(f"{key}.source.{k}: file not found: {p}")
                 files[k] = p
         source = e.source if isinstance(e.source, str) else "files"
+        cannula = {}
+        for t, mm in e.cannula_mm.items():
+            lvl = normalise_level(t)
+            if lvl not in targets:
+                raise SuiteError(f"{key}.cannula_mm: {t!r} is not one of its targets {targets}")
+            if not 0.5 <= mm <= 10.0:
+                raise SuiteError(f"{key}.cannula_mm.{t}: {mm} mm is no vertebroplasty cannula (0.5-10 mm)")
+            cannula[lvl] = float(mm)
         out.append(SuitePatient(e.name, source, targets, deg, e.procedure, files.get("ct"), files.get("labels"),
-                                files.get("label_table"), deg.describe()))
+                                files.get("label_table"), deg.describe(), cannula))
     return out
 
 

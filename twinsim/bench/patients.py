@@ -28,13 +28,20 @@ from twinsim.report import num, table, write_figure, write_json
 PRE_PLAN = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
 
 
+def _plan_settings(entry: SuitePatient, target: str) -> Any:
+    from twinsim.planning.settings import PlanSettings
+
+    return PlanSettings(cannula_diameter_mm=entry.cannula_mm[target]) if target in entry.cannula_mm else PlanSettings()
+
+
 def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
                   sigma: float, case_dir: Path, base_scene: Path, progress: bool | None) -> dict[str, Any]:
     from twinsim.bench.rehearse import run_rehearse_bench
 
     scene = scene_for(base_scene, *files, target, case_dir / "scene.yaml")
     try:
-        r = run_rehearse_bench(str(scene), n_pairs, seed, (sigma,), with_geoplan=False, out_dir=case_dir, progress=progress)
+        r = run_rehearse_bench(str(scene), n_pairs, seed, (sigma,), with_geoplan=False, out_dir=case_dir, progress=progress,
+                               plan=_plan_settings(entry, target))
     except Exception as exc:  # the room, its calibration or the sampler refused this patient: a stop before planning
         return {"status": "stopped before any case", "reason": f"{type(exc).__name__}: {exc}", "cases": []}
     cases = next(iter(r["cases"].values()))
@@ -48,7 +55,7 @@ def _plan_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | 
 
     ct, labels, lt = files
     r = run_plan_bench(ct, labels, str(lt) if lt else None, [target], n_random=n_pairs, seed=seed, click_sigma_mm=sigma,
-                       progress=progress)
+                       progress=progress, settings=_plan_settings(entry, target))
     ours = r["levels"][target]["random"]["ours"]
     cases = [{"stopped_at": "reconstruction" if c.get("error") and not c["paths"] else None, "success": c["success"],
               "given_unsafe": sum(1 for p in c["paths"].values() if p.get("accepted") is not False and not p["safe_in_truth"]),
@@ -105,7 +112,8 @@ def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: 
     for entry in entries:
         for target in entry.targets:
             t0 = time.perf_counter()
-            row: dict[str, Any] = {"patient": entry.name, "variant": entry.describe, "target": target, "procedure": entry.procedure}
+            row: dict[str, Any] = {"patient": entry.name, "variant": entry.describe, "target": target, "procedure": entry.procedure,
+                                   "cannula_mm": _plan_settings(entry, target).cannula_diameter_mm}
             print(f"[bench patients] {entry.name} ({entry.describe}), target {target}: {entry.procedure}", flush=True)
             try:
                 files = entry.files()
@@ -142,15 +150,15 @@ def format_patients_bench(r: dict[str, Any]) -> str:
     for row in r["rows"]:
         s = row["summary"]
         if row["status"] != "ran":
-            out.append([row["patient"], row["target"], row["procedure"], "-", "-", row["status"], "-", "-", "-", "-"])
+            out.append([row["patient"], row["target"], row["procedure"], "-", "-", "-", row["status"], "-", "-", "-", "-"])
             continue
         lo, hi = s["success_ci95"]
         good = (f"{s['success_given_safe_plan']}/{s['plan_safe_in_truth']}" if "plan_safe_in_truth" in s else "-")
-        out.append([row["patient"], row["target"], row["procedure"], s["cases"], s["stopped_before_plan"],
+        out.append([row["patient"], row["target"], row["procedure"], f"{row.get('cannula_mm', 5):g}", s["cases"], s["stopped_before_plan"],
                     f"{s['successes']}/{s['cases']} [{100 * lo:.0f}-{100 * hi:.0f} %]", good, s["given_unsafe_paths"],
                     s.get("motions_sent_without_passed_check", "-"),
                     num(s.get("tip_error_mm_median"), ".2f") + " / " + num(s.get("axis_error_deg_median"), ".2f")])
-    lines = [table(["patient", "target", "procedure", "cases", "stopped before plan", "success [95 % CI]",
+    lines = [table(["patient", "target", "procedure", "cannula mm", "cases", "stopped before plan", "success [95 % CI]",
                     "success | plan safe in truth", "given unsafe paths", "motions unchecked", "tip mm / axis deg (median)"], out)]
     for row in r["rows"]:
         if row["status"] != "ran":
@@ -167,7 +175,7 @@ def plot_patients_bench(r: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = r["rows"]
-    labels = [f"{x['patient']}\n{x['target']} ({x['procedure']})" for x in rows]
+    labels = [f"{x['patient']}\n{x['target']} ({x['procedure']}, {x.get('cannula_mm', 5):g} mm)" for x in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(rows)) + 4, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     for i, x in enumerate(rows):
         s = x["summary"]

@@ -31,6 +31,7 @@ from twinsim.hal.open_rig import open_rig
 from twinsim.hal.rig import SimRig, load_rig
 from twinsim.imaging.views import sample_view_pairs
 from twinsim.planning.planner import PathPlan, VertebraPlan
+from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
 from twinsim.report import num, table, write_json
 from twinsim.twin.calibration_set import load_calibration
@@ -152,7 +153,9 @@ def _q(v: list[float], q: float) -> float | None:
 
 
 def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int = 0, click_sigmas_mm: tuple[float, ...] = (1.0, 3.0),
-                       with_geoplan: bool = True, out_dir: Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+                       with_geoplan: bool = True, out_dir: Path | None = None, progress: bool | None = None,
+                       plan: PlanSettings | None = None) -> dict[str, Any]:
+    """``plan``: the planner's settings (the instrument); None: its defaults."""
     rig = load_rig(None)
     assert isinstance(rig, SimRig)
     cal = load_calibration(rig.calibration) if scenario is None and rig.calibration and rig.calibration.is_file() else None
@@ -176,7 +179,8 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 dev.operator.rng = np.random.default_rng(case_seed)
                 plan_source = geoplan_source(verifier, sigma, case_seed) if source == "geoplan" else None
                 reh = Rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
-                                RehearsalSettings(views=pair, seed=case_seed), cal, verifier, echo=lambda s: None,
+                                RehearsalSettings(views=pair, seed=case_seed, plan=plan or PlanSettings()), cal, verifier,
+                                echo=lambda s: None,
                                 plan_source=plan_source)
                 # Every case starts from the same room: a case that stopped mid-motion left the arm where it stopped.
                 dev.arm.put_back(physical_home)
