@@ -76,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--episodes", type=int, default=20, help="envs: NeedleGuideAlign episodes per policy (default 20)")
     b.add_argument("--view-episodes", type=int, default=4, help="envs: ViewSelection episodes per policy (default 4)")
     b.add_argument("--vector-steps", type=int, default=100, help="envs: steps for the AsyncVectorEnv comparison (default 100)")
+    b.add_argument("--shots", choices=["empty_beam", "over_patient"],
+                   help="carm: the phantom's shots in the empty beam or over the patient (default: the scene's)")
     b.add_argument("--suite", help="patients: suite YAML (default: scenarios/patients/suite.yaml)")
     b.add_argument("--only", help="patients: comma-separated patient names of the suite to run (default: all)")
     b.add_argument("--clicks-mm", default="1,3", help="rehearse: click SD levels, comma-separated (default 1,3)")
@@ -140,7 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.seeds < 1:
             raise SystemExit(f"twinsim bench carm: --seeds must be >= 1 (got {args.seeds})")
-        return main(out, list(range(args.seed, args.seed + args.seeds)))
+        return main(out, list(range(args.seed, args.seed + args.seeds)), shots=args.shots)
     if args.what == "envs":
         from twinsim.bench.envs import main
 

@@ -140,14 +140,24 @@ def load_suite(path: str | Path | None = None) -> list[SuitePatient]:
     return out
 
 
-def scene_for(base_scene: Path, ct: Path, labels: Path, label_table: Path | None, target: str, path: Path) -> Path:
-    """A scene file that is ``base_scene`` with only its patient swapped: what a user who brings a CT writes."""
+def scene_for(base_scene: Path, ct: Path, labels: Path, label_table: Path | None, target: str, path: Path,
+              edits: dict[str, object] | None = None) -> Path:
+    """A scene file that is ``base_scene`` with only its patient swapped: what a user who brings a CT writes.
+
+    ``edits``: further keys to set, dotted (``{"carm.calibration_shots": "over_patient"}``).
+    """
     data = read_yaml_mapping(base_scene, SuiteError, "scene file", "name, patient, table, robots, ...")
     source = {"ct": str(Path(ct).resolve()), "labels": str(Path(labels).resolve())}
     if label_table is not None:
         source["label_table"] = str(Path(label_table).resolve())
     data["patient"]["source"] = source
     data["patient"]["target_level"] = target
+    for dotted, value in (edits or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
