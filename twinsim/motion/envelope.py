@@ -5,12 +5,14 @@ the top the table's datasheet height above it; centred under the patient, long a
 spine as the reconstruction has it; a solid from the floor to the top (the twin never plans
 under it). The envelope: points the tracked pointer touched on the patient's back, joined to
 their feet on the table top, make a convex solid. Over a prone back a convex hull bridges the
-groove along the spine, so it errs on the side of the patient. Past the touched patch the body goes
-on: a solid of the patch's silhouette continues it along the table at each end.
+groove along the spine, so it errs on the side of the patient there; over the convex parts of the
+back it runs under the skin between the touches, so the twin grows it by a padding for collisions.
+Past the touched patch the body goes on: a solid of the patch's end continues it along the table.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +88,17 @@ class PatientEnvelope:
         except QhullError as exc:
             raise SurveyError(f"the skin touches span no volume: {str(exc).splitlines()[0]}") from None
         return cls(hull.points[hull.vertices], _reindex(hull), hull.equations.copy(), len(P))
+
+    def padded(self, padding_mm: float) -> PatientEnvelope:
+        """The envelope grown by about ``padding_mm`` all round: over a convex back the hull of the touches runs under
+        the skin between them (by several mm where they lie far apart), so the twin's patient is grown for collisions."""
+        if padding_mm <= 0:
+            return self
+        dirs = np.array([d for d in itertools.product((-1.0, 0.0, 1.0), repeat=3) if any(d)])
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)  # 26 directions: the ball inscribed at >= 0.85 of the padding
+        pts = (self.vertices_ref_mm[:, None, :] + padding_mm * dirs[None]).reshape(-1, 3)
+        hull = ConvexHull(pts)
+        return PatientEnvelope(hull.points[hull.vertices], _reindex(hull), hull.equations.copy(), self.touches)
 
     def continuations(self, table: TableModel, length_mm: float, end_band_mm: float = 40.0) -> list[PatientEnvelope]:
         """The body beyond the touched patch, one solid past each end along the spine, ``length_mm`` long.

@@ -339,7 +339,8 @@ class Rehearsal:
         if self.world is not None:
             self.world.close()
         world = TwinWorld(m, self.cal.T_ref_base, table, self.s.clearance)
-        world.set_envelope(envelope, envelope.continuations(table, self.tol.envelope_continuation_mm))
+        grown = envelope.padded(self.tol.envelope_padding_mm)
+        world.set_envelope(grown, grown.continuations(table, self.tol.envelope_continuation_mm))
         world.park_carm()  # rolled away after the X-rays
         nav = "not modelled (the rig has no navigation arm)"
         if dev.navigation is not None:

@@ -14,7 +14,9 @@ class ProcedureTolerances:
     and ``approach_mm``: where the guide docks outside the envelope and the approach behind it;
     ``robot_clearance_mm``/``guide_to_patient_mm``: what every checked motion keeps; ``sight_rim_mm`` and
     ``max_blind_frames``: the twin's margin on the guide marker's line of sight; ``envelope_continuation_mm``:
-    how far the twin carries the patient on past the touched patch at each end (the body does not stop there).
+    how far the twin carries the patient on past the touched patch at each end (the body does not stop there);
+    ``envelope_padding_mm``: how much the twin grows the touched envelope for collisions (the hull of the touches
+    runs under a convex back between them).
     """
 
     calibration_check_mm: float = 3.0
@@ -26,3 +28,4 @@ class ProcedureTolerances:
     sight_rim_mm: float = 6.0
     max_blind_frames: int = 2
     envelope_continuation_mm: float = 300.0
+    envelope_padding_mm: float = 5.0

@@ -28,6 +28,22 @@ def spinous_tip_world_m(room: OperatingRoom, level: str) -> np.ndarray:
     return mesh_in_world_m(room.T_world_ct, spinous_tip_mm(room.patient.vertebra(level)))
 
 
+DEFAULT_CLEAR_OF_SKIN_M = 0.08  # the reference's marker above the skin over its clamp
+
+
+def skin_height_above_m(room: OperatingRoom, p_world_m: np.ndarray) -> float | None:
+    """The world height of the patient's skin straight above a point (None where no skin is above it)."""
+    import open3d as o3d
+
+    from twinsim.anatomy.meshing import raycasting_scene
+
+    v = mesh_in_world_m(room.T_world_ct, room.patient.skin.vertices_mm)
+    scene = raycasting_scene(v, room.patient.skin.faces)
+    t = float(scene.cast_rays(o3d.core.Tensor([[*np.asarray(p_world_m, dtype=np.float32), 0.0, 0.0, 1.0]],
+                                               dtype=o3d.core.Dtype.Float32))["t_hit"].numpy()[0])
+    return float(p_world_m[2]) + t if np.isfinite(t) else None
+
+
 def facing(origin: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rotation whose z axis points from ``origin`` to ``target``."""
     z = target - origin
@@ -89,6 +105,12 @@ def room_tools(room: OperatingRoom, mounts: dict[str, dict]) -> list[SimulatedTo
         T_world_parent = parent()
         in_world = mount.get("attach") in ("patient", "world")
         origin = T_world_parent[:3, 3] + (offset if in_world else T_world_parent[:3, :3] @ offset)
+        if mount.get("attach") == "patient":
+            # A heavier patient has more tissue over the spinous process: the post is long enough to clear the skin.
+            skin_z = skin_height_above_m(room, T_world_parent[:3, 3])
+            clear = float(mount.get("clear_of_skin_m", DEFAULT_CLEAR_OF_SKIN_M))
+            if skin_z is not None and origin[2] < skin_z + clear:
+                origin = origin + np.array([0.0, 0.0, skin_z + clear - origin[2]])
         T_world_marker = frames.make_transform(facing(origin, cam), origin)
         T_parent_marker = frames.invert(T_world_parent) @ T_world_marker  # rigid from now on
 

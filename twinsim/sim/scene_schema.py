@@ -170,6 +170,7 @@ class Mount(_Strict):
     attach: str
     offset_m: Vec3 = [0.0, 0.0, 0.0]
     level: str | None = None  # attach: patient
+    clear_of_skin_m: NonNegative | None = None  # attach: patient: the marker at least this far above the skin (default 0.08)
     link: str | None = None  # attach: a robot
     tip_mm: Vec3 | None = None  # the pointer's tip in its marker frame (simulated truth)
 
@@ -213,6 +214,7 @@ class Procedure(_Strict):
     sight_rim_mm: NonNegative = 6.0
     max_blind_frames: Annotated[int, Field(ge=0)] = 2
     envelope_continuation_mm: NonNegative = 300.0
+    envelope_padding_mm: NonNegative = 5.0
 
 
 class Scene(_Strict):
