@@ -40,8 +40,13 @@ class SurfaceMesh:
 
     @property
     def is_watertight(self) -> bool:
-        m = self.to_open3d()
-        return bool(m.is_watertight() and m.is_orientable())
+        """Closed, oriented and free of self-intersections."""
+        return _is_closed_surface(self.to_open3d())
+
+    @property
+    def is_closed(self) -> bool:
+        """Closed and oriented (self-intersections not looked for: the skin's test)."""
+        return _is_closed_surface(self.to_open3d(), self_intersection_check=False)
 
     @property
     def volume_mm3(self) -> float:
