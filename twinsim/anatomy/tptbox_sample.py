@@ -11,10 +11,9 @@ a room.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from twinsim.anatomy.wheel_data import install_from_wheel, is_installed
+from twinsim.anatomy.wheel_data import BundledCT, install_from_wheel, is_installed, require_installed
 from twinsim.paths import data_home
 
 TPTBOX_WHEEL = "tptbox==1.1.0"
@@ -30,26 +29,19 @@ class TptboxSampleNotInstalled(FileNotFoundError):
     pass
 
 
-@dataclass(frozen=True)
-class TptboxSample:
-    ct: Path
-    labels: Path
-    label_table: Path
-    name: str = "tptbox sample CT (L2-L4 crop)"
+TptboxSample = BundledCT
+NAME = "tptbox sample CT (L2-L4 crop)"
 
 
 def sample_dir() -> Path:
     return data_home() / "tptbox-sample-ct"
 
 
-def tptbox_sample() -> TptboxSample:
+def tptbox_sample() -> BundledCT:
     d = sample_dir()
-    missing = [f for f in [*FILES, "labels.json"] if not (d / f).is_file()]
-    if missing:
-        raise TptboxSampleNotInstalled(f"tptbox sample CT not installed in {d} (missing {', '.join(missing)}); "
-                                       "run `bash .ci/setup` or `twinsim fetch-example`")
+    require_installed(d, [*FILES, "labels.json"], TptboxSampleNotInstalled, "tptbox sample CT")
     ct, labels = list(FILES)
-    return TptboxSample(d / ct, d / labels, d / "labels.json")
+    return BundledCT(d / ct, d / labels, d / "labels.json", NAME)
 
 
 def install_tptbox_sample(force: bool = False) -> Path:

