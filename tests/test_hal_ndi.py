@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from twinsim import frames
-from twinsim.bench.peers import free_port, vega_peer
+from twinsim.bench.peers import free_port, vega_peer, wait_until_stopped
 from twinsim.hal import ConnectionLost, Tracker
 from twinsim.hal.real.ndi_tracker import open_ndi_tracker
 from twinsim.tracking import ndi_protocol as ndi
@@ -126,29 +126,6 @@ def test_tx_frames_carry_ndi_text_precision(small_peer):
     tracker.close()
 
 
-def _stop_and_wait(pid, timeout_s=10.0):
-    """SIGSTOP ``pid`` and return once every thread of it is stopped.
-
-    kill() only queues the stop: one thread is woken to start the group stop, and on a loaded
-    machine another thread (the peer's client thread, woken by our next command) can still answer
-    before it happens.
-    """
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                stat = open(f"/proc/{pid}/task/{task}/stat").read()
-            except OSError:
-                continue
-            states.append(stat.rsplit(")", 1)[1].split()[0])
-        if states and all(s in "Tt" for s in states):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} did not stop within {timeout_s:g} s")
-
-
 def _tracking(port, timeout_s=1.0):
     tracker = open_ndi_tracker(_config(port, ["pointer", "needle_guide"]), timeout_s=timeout_s, tool_names=["pointer", "needle_guide"])
     tracker.start_tracking()
@@ -172,7 +149,8 @@ def test_peer_that_dies_gives_connection_lost(small_peer):
 def test_peer_that_goes_silent_gives_connection_lost_within_the_timeout(small_peer):
     p, port = small_peer(hide=False)
     tracker = _tracking(port)
-    _stop_and_wait(p.pid)  # alive, connected, answering nothing
+    os.kill(p.pid, signal.SIGSTOP)  # alive, connected, answering nothing
+    wait_until_stopped(p.pid)
     try:
         t0 = time.monotonic()
         with pytest.raises(ConnectionLost, match="within 1 s"):

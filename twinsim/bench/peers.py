@@ -18,6 +18,28 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
+def wait_until_stopped(pid: int, timeout_s: float = 10.0) -> None:
+    """Return once every thread of ``pid`` is stopped, after a SIGSTOP sent to it.
+
+    kill() only queues a stop: one thread is woken to begin the group stop, and on a loaded
+    machine another thread (a peer's client thread, woken by the next command) can still answer
+    before it happens.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+            except OSError:
+                continue
+            states.append(stat.rsplit(")", 1)[1].split()[0])
+        if states and all(s in "Tt" for s in states):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"process {pid} did not stop within {timeout_s:g} s")
+
+
 class Peer:
     def __init__(self, argv: list[str], ready_text: str, what: str, timeout_s: float = 120.0) -> None:
         self.what = what
@@ -40,6 +62,7 @@ class Peer:
     def pause(self) -> None:
         """The peer stops answering but keeps its connections (a hung device)."""
         os.killpg(self.proc.pid, signal.SIGSTOP)
+        wait_until_stopped(self.proc.pid)
 
     def kill(self) -> None:
         """The peer dies at once (a pulled cable, a crashed server)."""
