@@ -191,7 +191,7 @@ def test_cli_xray_writes_images_sidecars_and_contact_sheet(tmp_path, example_pat
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--view", "AP", "--view", "RAO30",
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--views", "AP,RAO30",
                           "--size", "256", "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     for stem in ("AP", "RAO30"):
@@ -200,9 +200,9 @@ def test_cli_xray_writes_images_sidecars_and_contact_sheet(tmp_path, example_pat
     sheet = np.asarray(Image.open(tmp_path / "contact_sheet.png").convert("RGB")).astype(int)
     red = (sheet[..., 0] > 200) & (sheet[..., 1] < 60) & (sheet[..., 2] < 60)
     assert red.sum() > 200  # the target's outline is drawn
-    bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--view", "sideways", "-o", str(tmp_path)],
+    bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--views", "sideways", "-o", str(tmp_path)],
                          capture_output=True, text=True)
-    assert bad.returncode != 0 and "unknown view" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "unknown view" in bad.stderr and "Traceback" not in bad.stderr
     assert acq.meta["geometry"].startswith("the DRR's own") and acq.geometry.frame == "ct"  # labelled as what it is
     # Tracked geometry needs a C-arm calibration: a calibration file without one is refused before any device opens.
     import json
@@ -214,5 +214,5 @@ def test_cli_xray_writes_images_sidecars_and_contact_sheet(tmp_path, example_pat
     (tmp_path / "no_carm.json").write_text(json.dumps(cal))
     bad = subprocess.run([sys.executable, "-m", "twinsim.cli", "xray", "--geometry", "tracked", "--calibration",
                           str(tmp_path / "no_carm.json"), "-o", str(tmp_path / "t")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "twinsim calibrate carm" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "twinsim calibrate carm" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "t").exists()

@@ -213,9 +213,11 @@ def test_plan_command_writes_plan_and_picture_and_refuses_bad_input(tmp_path, mo
     other = Acquisition(np.zeros((64, 64), np.float32), type(g)(g.sdd_mm, 64, 64, g.pixel_spacing_mm, g.T_frame_source_mm, frame="ref"),
                         (0.0, 1.0), view={"name": "AP"})
     png, _ = other.save(tmp_path / "xr", "AP")
-    assert main(["plan", "--reconstruction", str(f), "--image", str(png), "-o", str(tmp_path / "frames")]) == 0
+    assert main(["plan", "--reconstruction", str(f), "--images", str(png), "-o", str(tmp_path / "frames")]) == 0
     assert "not drawn" in capsys.readouterr().err
     assert main(["plan", "--reconstruction", str(f), "--cannula-mm", "-1", "-o", str(tmp_path / "neg")]) == 2
+    assert main(["plan", "--reconstruction", str(f), "--convergence-deg", "5", "-o", str(tmp_path / "conv")]) == 2
+    assert "MIN,MAX" in capsys.readouterr().err and not (tmp_path / "conv").exists()
 
 
 # What reads ground truth: the simulated room, the CT and its labels, evaluation code.

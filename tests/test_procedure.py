@@ -36,7 +36,7 @@ def test_twinsim_with_no_arguments_rehearses_and_writes_the_report(tmp_path, exa
 
 def test_rehearse_refuses_bad_views_clearly():
     out = subprocess.run([sys.executable, "-m", "twinsim.cli", "rehearse", "--views", "AP"], capture_output=True, text=True)
-    assert out.returncode != 0 and "exactly two views" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "exactly two views" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(example_patient_model, tmp_path):

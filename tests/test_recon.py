@@ -227,7 +227,8 @@ def test_clicks_file_round_trip(tmp_path, model):
 
 
 def test_reconstruct_cli_writes_mesh_params_and_overlay(tmp_path, model):
-    from twinsim.cli import FIT_RESTARTS, main
+    from twinsim.cli import main
+    from twinsim.commands.reconstruct import FIT_RESTARTS
 
     assert FIT_RESTARTS == FitSettings().restarts
 
@@ -236,7 +237,7 @@ def test_reconstruct_cli_writes_mesh_params_and_overlay(tmp_path, model):
     paths = [a.save(tmp_path / "in", n)[0] for a, n in zip(acqs, ("AP", "LAT"), strict=True)]
     simulate_clicks([a.geometry for a in acqs], model.annotation_points(truth), seed=1).save(tmp_path / "in" / "clicks.json")
     out = tmp_path / "out"
-    args = ["reconstruct", "--image", str(paths[0]), "--image", str(paths[1]), "--level", "L1",
+    args = ["reconstruct", "--images", f"{paths[0]},{paths[1]}", "--level", "L1",
             "--landmarks", str(tmp_path / "in" / "clicks.json"), "--iterations", "30,25,15", "--restarts", "0", "-o", str(out)]
     assert main(args) == 0
     for name in ("L1_reconstruction.ply", "L1_reconstruction.stl", "L1_reconstruction.json", "L1_overlay.png"):

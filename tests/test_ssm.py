@@ -29,7 +29,7 @@ def model(request):
 
 
 def test_committed_models_are_small_and_complete(model):
-    from twinsim.shape.commands import supported_modes
+    from twinsim.shape.pipeline import supported_modes
 
     total = sum(p.stat().st_size for p in ASSETS_SSM.glob("*.npz"))
     assert total < 15e6
@@ -245,7 +245,7 @@ def test_fit_to_held_out_example_l1(example_patient_model):
 def test_show_draws_modes_with_paths(tmp_path):
     from PIL import Image
 
-    from twinsim.shape.commands import show
+    from twinsim.shape.pipeline import show
 
     path = show("L1", tmp_path / "modes.png", modes=1)
     img = np.asarray(Image.open(path).convert("RGB")).astype(int)

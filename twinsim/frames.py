@@ -20,8 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from twinsim.errors import TwinsimError
 
-class FrameError(ValueError):
+
+class FrameError(TwinsimError, ValueError):
     """A transform is malformed or a frame path does not exist."""
 
 

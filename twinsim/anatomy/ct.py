@@ -21,6 +21,7 @@ from twinsim.anatomy.labels import (
     level_sort_key,
     load_label_table,
 )
+from twinsim.errors import TwinsimError
 
 # Below the HU of air: scanners fill voxels outside the reconstruction circle with it.
 OUTSIDE_FOV_HU = -1500.0
@@ -30,7 +31,7 @@ MIN_SPACING_MM = 0.05
 MAX_SPACING_MM = 20.0
 
 
-class PatientDataError(ValueError):
+class PatientDataError(TwinsimError, ValueError):
     """The patient's CT or label map cannot be used; the message says why and what to do."""
 
 

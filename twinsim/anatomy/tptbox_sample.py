@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from twinsim.anatomy.wheel_data import BundledCT, install_from_wheel, is_installed, require_installed
+from twinsim.errors import TwinsimError
 from twinsim.paths import data_home
 
 TPTBOX_WHEEL = "tptbox==1.1.0"
@@ -25,7 +26,7 @@ FILES = {
 LABEL_TABLE = {"vertebrae_L2": 21, "vertebrae_L3": 22, "vertebrae_L4": 23}  # VerSe numbering: 20 + lumbar index
 
 
-class TptboxSampleNotInstalled(FileNotFoundError):
+class TptboxSampleNotInstalled(TwinsimError, FileNotFoundError):
     pass
 
 

@@ -26,14 +26,16 @@ from pydantic import Field, ValidationError
 
 from twinsim.anatomy.degrade import Degradation
 from twinsim.anatomy.labels import normalise_level
+from twinsim.errors import TwinsimError
+from twinsim.paths import bundled
 from twinsim.report import read_yaml_mapping, validation_problems
 from twinsim.sim.scene_schema import PatientFiles, _Strict
 
 FORMAT = "twinsim-patient-suite/1"
-DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "scenarios" / "patients" / "suite.yaml"
+DEFAULT_SUITE = bundled("scenarios") / "patients" / "suite.yaml"
 
 
-class SuiteError(ValueError):
+class SuiteError(TwinsimError, ValueError):
     """The suite file is missing, malformed, or names something that does not exist."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from twinsim.errors import UsageError
 from twinsim.planning.settings import PlanSettings, PlanSettingsError
 
 DESCRIPTION = """\
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scene", "--scenario", dest="scenario",
+    p.add_argument("--scene",
                    help="scene YAML for a simulated rig (default: the rig's, scenarios/rooms/default.yaml); a scripted "
                         "scenario with faults is `twinsim scenario run`")
     p.add_argument("--rig", help="rig file (default: hardware/sim.yaml, the simulated room)")
@@ -52,7 +53,7 @@ def _views(spec: str) -> tuple:
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if len(names) != 2:
-        raise SystemExit(f"twinsim rehearse: --views needs exactly two views, got {names}")
+        raise UsageError(f"twinsim rehearse: --views needs exactly two views, got {names}")
     views = [parse_view(n) for n in names]
     return tuple(CArmView(v.name, v.lao_deg, v.cranial_deg) for v in views)
 
@@ -67,14 +68,14 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     try:
         plan = PlanSettings(cannula_diameter_mm=args.cannula_mm, margin_mm=args.margin_mm)
     except PlanSettingsError as e:
-        raise SystemExit(f"twinsim rehearse: {e}") from None
+        raise UsageError(f"twinsim rehearse: {e}") from None
     rig = load_rig(args.rig)
     own_scene = True
-    if args.scenario:
+    if args.scene:
         if not isinstance(rig, SimRig):
-            raise SystemExit("twinsim rehearse: --scene sets the simulated room; a lab rig's room is the real one")
-        own_scene = Path(args.scenario).resolve() == (rig.scene.resolve() if rig.scene else None)
-        rig = rig.model_copy(update={"scene": Path(args.scenario).resolve()})
+            raise UsageError("twinsim rehearse: --scene sets the simulated room; a lab rig's room is the real one")
+        own_scene = Path(args.scene).resolve() == (rig.scene.resolve() if rig.scene else None)
+        rig = rig.model_copy(update={"scene": Path(args.scene).resolve()})
     if args.seed is not None and isinstance(rig, SimRig):
         own_scene = own_scene and args.seed == rig.seed
         rig = rig.model_copy(update={"seed": args.seed})

@@ -6,8 +6,10 @@ on. Drivers translate their own exceptions (franky's, ndicapi's, the simulation'
 
 from __future__ import annotations
 
+from twinsim.errors import TwinsimError
 
-class HalError(RuntimeError):
+
+class HalError(TwinsimError, RuntimeError):
     """A device failed; ``device`` names which (as in the rig file)."""
 
     def __init__(self, device: str, message: str) -> None:
@@ -31,5 +33,5 @@ class ToolMissing(HalError):
     """A tracked tool the workflow needs is not seen (occluded, outside the volume, not loaded)."""
 
 
-class RigFileError(ValueError):
+class RigFileError(TwinsimError, ValueError):
     """The rig file is missing, malformed, or holds an unknown or misspelt key."""

@@ -14,10 +14,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twinsim.hal.errors import RigFileError
+from twinsim.paths import bundled
 from twinsim.report import read_yaml_mapping, validation_problems
 
 RIG_FORMAT = "twinsim-rig/1"
-HARDWARE_DIR = Path(__file__).resolve().parents[2] / "hardware"
+HARDWARE_DIR = bundled("hardware")
 DEFAULT_RIG = HARDWARE_DIR / "sim.yaml"
 TRACKED_TOOLS = ("patient_reference", "operation_flange", "needle_guide", "carm", "pointer")
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from twinsim.errors import TwinsimError
 from twinsim.imaging.projection import GeometryError, ProjectionGeometry
 from twinsim.report import atomic_output
 
@@ -27,7 +28,7 @@ REQUIRED_KEYS = ("format", "image", "width_px", "height_px", "pixel_spacing_mm",
                  "frame", "T_frame_source_mm", "projection_matrix")
 
 
-class AcquisitionError(ValueError):
+class AcquisitionError(TwinsimError, ValueError):
     """An acquisition file or its sidecar is missing, incomplete or inconsistent."""
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 
 
-class GeometryError(ValueError):
+class GeometryError(TwinsimError, ValueError):
     """A projection geometry is impossible or inconsistent."""
 
 

@@ -19,11 +19,12 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 
 FLOOR_SIZE_MM = 8000.0
 
 
-class SurveyError(ValueError):
+class SurveyError(TwinsimError, ValueError):
     """Too few or degenerate pointer touches to model the table or the patient."""
 
 

@@ -19,10 +19,11 @@ import numpy as np
 import open3d as o3d
 
 from twinsim.anatomy.meshing import raycasting_scene
+from twinsim.errors import TwinsimError
 from twinsim.frames import perpendicular_basis
 
 
-class PathGeometryError(ValueError):
+class PathGeometryError(TwinsimError, ValueError):
     """A path or a surface is degenerate (entry on the target, not finite, empty mesh)."""
 
 

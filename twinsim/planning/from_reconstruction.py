@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 from twinsim.recon import RECONSTRUCTION_FORMAT
 from twinsim.report import read_json
 from twinsim.shape.model import ShapeModel, load_model
 
 
-class ReconstructionFileError(ValueError):
+class ReconstructionFileError(TwinsimError, ValueError):
     """A reconstruction file is missing, malformed or does not fit its shape model."""
 
 

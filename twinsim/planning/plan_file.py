@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from twinsim.errors import TwinsimError
 from twinsim.planning.planner import SIDES, PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings, PlanSettingsError
 from twinsim.report import read_json, write_json
@@ -29,7 +30,7 @@ FORMAT = "twinsim-plan/1"
 _PATH_FLOATS = ("min_clearance_mm", "clearance_at_depth_mm", "tip_to_cortex_mm", "tip_depth_fraction", "medial_angle_deg", "tilt_deg")
 
 
-class PlanFileError(ValueError):
+class PlanFileError(TwinsimError, ValueError):
     """A plan file is missing, malformed or inconsistent."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twinsim.errors import TwinsimError
 
-class PlanSettingsError(ValueError):
+
+class PlanSettingsError(TwinsimError, ValueError):
     """A planning setting is out of range."""
 
 

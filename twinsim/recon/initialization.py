@@ -28,6 +28,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.report import atomic_output, read_json
@@ -46,7 +47,7 @@ BACKUP = {"centroid": "body_centroid", "superior": "superior_endplate_centre", "
 MIN_SPREAD_MM = 3.0
 
 
-class InitializationError(ValueError):
+class InitializationError(TwinsimError, ValueError):
     """The landmarks or views cannot give a starting pose (too few, degenerate, outside the image)."""
 
 

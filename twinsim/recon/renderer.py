@@ -36,6 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from twinsim.errors import TwinsimError
 from twinsim.recon.camera import Camera
 
 EPS2D_PX2 = 0.3  # gsplat's 2D low-pass (anti-aliasing) variance, added to every projected covariance
@@ -43,7 +44,7 @@ DEFAULT_TILE_PX = 8  # small tiles suit the 1-3 px Gaussians of a vertebra at fi
 BACKENDS = ("auto", "torch", "gsplat")
 
 
-class RenderError(ValueError):
+class RenderError(TwinsimError, ValueError):
     """A rendering request is impossible (unknown backend, no CUDA for gsplat, bad shapes)."""
 
 

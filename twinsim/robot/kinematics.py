@@ -11,9 +11,10 @@ import pybullet as pb
 from scipy.spatial.transform import Rotation
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 
 
-class IKError(ValueError):
+class IKError(TwinsimError, ValueError):
     """The target pose cannot be reached within the joint limits."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pybullet_data
 
+from twinsim.errors import TwinsimError
 from twinsim.paths import cache_home
 from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig
 
@@ -38,7 +39,7 @@ TOOL_TIP_LINK = "tool_tip"  # needle guide: tip of the guide channel, z along th
 CAMERA_LINK = "tracker_optical"  # tracker camera: front face centre, z along the view
 
 
-class JointLimitError(ValueError):
+class JointLimitError(TwinsimError, ValueError):
     """A joint configuration that is not 7 values inside the Panda's soft limits."""
 
 

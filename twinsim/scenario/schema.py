@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from twinsim.errors import TwinsimError
 from twinsim.hal.rig import TRACKED_TOOLS
 from twinsim.report import read_yaml_mapping, validation_problems
 
@@ -23,7 +24,7 @@ STEPS = ("calibration", "x-rays", "landmarks", "reconstruction", "plan", "survey
          "re-registration", "robot home", "verification")
 
 
-class ScenarioFileError(ValueError):
+class ScenarioFileError(TwinsimError, ValueError):
     """A scenario file is missing, malformed, or holds an unknown or misspelt key."""
 
 

@@ -27,6 +27,7 @@ import open3d as o3d
 from scipy import ndimage
 
 from twinsim.anatomy.meshing import largest_component, raycasting_scene
+from twinsim.errors import TwinsimError
 from twinsim.shape.model import Annotation
 
 VOXEL_MM = 0.5
@@ -35,7 +36,7 @@ TARGET_LATERAL_FRACTION = 0.12  # of the body's width, from the midline towards 
 FIXED_RULE_MIN_CLEARANCE_MM = 0.0  # the fixed target stands where its axis stays inside the bone, +/-2 SD included
 
 
-class AnnotationError(RuntimeError):
+class AnnotationError(TwinsimError, RuntimeError):
     """The geometry does not show the expected vertebral anatomy."""
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.errors import TwinsimError
+from twinsim.paths import bundled
 
-ASSETS_SSM = Path(__file__).resolve().parents[2] / "assets" / "ssm"
+ASSETS_SSM = bundled("assets") / "ssm"
 
 
-class ShapeModelError(ValueError):
+class ShapeModelError(TwinsimError, ValueError):
     """A model file is missing or malformed, or an instance request is impossible."""
 
 

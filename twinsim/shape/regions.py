@@ -6,6 +6,8 @@ the model of its region.
 
 from __future__ import annotations
 
+from twinsim.errors import TwinsimError
+
 MODEL_LEVELS: dict[str, tuple[str, ...]] = {
     "L1": ("L1",),
     "L1-5": ("L1", "L2", "L3", "L4", "L5"),
@@ -19,7 +21,7 @@ MODEL_NAMES = tuple(MODEL_LEVELS)
 THORACIC_TEMPLATE_LEVEL = {"T9-12": "T10", "T5-8": "T6", "T1-4": "T2"}
 
 
-class UnknownLevelError(ValueError):
+class UnknownLevelError(TwinsimError, ValueError):
     """A level no shape model covers (cervical, sacral, or a typo)."""
 
 

@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 
+from twinsim.errors import TwinsimError
+
 LANDMARK_IDS = tuple("ABCDEFGHIJ")
 # LPS (VerSe) to RAS (the project's ct convention): flip x and y.
 T_RAS_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-class ShapeDataError(ValueError):
+class ShapeDataError(TwinsimError, ValueError):
     """The shape data folder is missing files or holds something unreadable."""
 
 

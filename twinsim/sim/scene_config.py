@@ -12,17 +12,19 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from twinsim.errors import TwinsimError
 from twinsim.imaging.carm_geometry import CArmGeometry
+from twinsim.paths import bundled
 from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.report import read_yaml_mapping, validation_problems
 from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig  # noqa: F401 (part of the scene)
 from twinsim.sim import scene_schema as schema
 
-SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+SCENARIOS_DIR = bundled("scenarios")
 DEFAULT_SCENE = SCENARIOS_DIR / "rooms" / "default.yaml"
 
 
-class SceneConfigError(ValueError):
+class SceneConfigError(TwinsimError, ValueError):
     """The scene file is missing, malformed, or holds an impossible value."""
 
 

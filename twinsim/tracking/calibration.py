@@ -13,11 +13,13 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 from sksurgerycalibration.algorithms.pivot import pivot_calibration
 
+from twinsim.errors import TwinsimError
+
 MIN_PIVOT_FRAMES = 10
 MIN_SECOND_AXIS_DEG = 5.0  # rotation spread about a second axis needed to fix the tip along the first
 
 
-class CalibrationError(ValueError):
+class CalibrationError(TwinsimError, ValueError):
     """The data cannot determine the calibration (too few poses, degenerate motion, ...)."""
 
 

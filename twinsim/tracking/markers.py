@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
+from twinsim.paths import bundled
 
-MARKERS_DIR = Path(__file__).resolve().parents[2] / "assets" / "markers"
+MARKERS_DIR = bundled("assets") / "markers"
 MIN_DISTANCE_DIFFERENCE_MM = 3.0  # two tools closer than this in every distance are ambiguous
 
 
-class MarkerError(ValueError):
+class MarkerError(TwinsimError, ValueError):
     """A marker geometry is missing, malformed or ambiguous."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from twinsim import frames
+from twinsim.errors import TwinsimError
 from twinsim.report import write_json
 from twinsim.tracking.calibration import CalibrationError
 from twinsim.tracking.carm_calibration import CArmCalibrationResult
@@ -35,7 +36,7 @@ TRANSFORMS = ("T_flange_marker", "T_ref_base", "T_flange_tool", "T_ref_ct")
 POINTS = ("pointer_tip_mm", "needle_tip_mm", "needle_axis")
 
 
-class CalibrationFileError(ValueError):
+class CalibrationFileError(TwinsimError, ValueError):
     """A calibration file is missing, malformed, or of another format."""
 
 

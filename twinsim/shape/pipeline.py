@@ -1,4 +1,4 @@
-"""``twinsim ssm build | eval | show``."""
+"""The shape-model jobs behind `twinsim ssm`: build, re-annotate, evaluate and show the regional models."""
 
 from __future__ import annotations
 

@@ -19,12 +19,16 @@ check: validate the files only (a misspelt key is an error).
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scenario", help="scripted rehearsals with fault injection: run or check scenario files",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["run", "check"])
-    p.add_argument("files", nargs="+", help="scenario YAML files (twinsim-scenario/1)")
-    p.add_argument("-o", "--out", default="out/scenarios", help="output folder (default out/scenarios)")
-    p.add_argument("--ci", action="store_true", help="run only the scenarios marked ci: true (the fast ones)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print each step of each rehearsal")
-    p.set_defaults(func=cmd_scenario)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("files", nargs="+", help="scenario YAML files (twinsim-scenario/1)")
+    r = actions.add_parser("run", parents=[files], help="run the scenarios and judge each against its expectation")
+    r.add_argument("-o", "--out", default="out/scenarios", help="output folder (default out/scenarios)")
+    r.add_argument("--ci", action="store_true", help="run only the scenarios marked ci: true (the fast ones)")
+    r.add_argument("-v", "--verbose", action="store_true", help="print each step of each rehearsal")
+    r.set_defaults(func=cmd_scenario)
+    c = actions.add_parser("check", parents=[files], help="validate the files only (a misspelt key is an error)")
+    c.set_defaults(func=cmd_scenario)
 
 
 def _figures(fig: dict) -> str:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from twinsim.commands.common import comma_floats, comma_list
+from twinsim.errors import UsageError
 from twinsim.planning.settings import REFINE_STARTS, PlanSettings
 from twinsim.report import table
 
@@ -21,8 +23,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"cannula diameter (default {d.cannula_diameter_mm:g} mm, as seed 000; an 11G needle is ~3 mm)")
     p.add_argument("--margin-mm", type=float, default=d.margin_mm,
                    help=f"clearance required beyond the cannula's radius (default {d.margin_mm:g} mm)")
-    p.add_argument("--convergence-deg", type=float, nargs=2, metavar=("MIN", "MAX"), default=list(d.convergence_deg),
-                   help=f"allowed angle between the two paths in the axial plane (default {d.convergence_deg[0]:g} {d.convergence_deg[1]:g})")
+    p.add_argument("--convergence-deg", default=f"{d.convergence_deg[0]:g},{d.convergence_deg[1]:g}", metavar="MIN,MAX",
+                   help=f"allowed angle between the two paths in the axial plane (default {d.convergence_deg[0]:g},{d.convergence_deg[1]:g})")
     p.add_argument("--no-refine", action="store_true", help="transfer the model's paths only (no refinement)")
     p.add_argument("--refine-starts", type=int, choices=REFINE_STARTS, default=d.refine_starts,
                    help=f"refinement from the transferred path only (1) or also from it shifted and tilted each way "
@@ -30,8 +32,12 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> PlanSettings:
+    """The plan settings the options give; out-of-range values are refused by PlanSettings itself."""
+    convergence = comma_floats(args.convergence_deg, "--convergence-deg", "plan")
+    if len(convergence) != 2:
+        raise UsageError(f"twinsim plan: --convergence-deg takes MIN,MAX, got {args.convergence_deg!r}")
     return PlanSettings(cannula_diameter_mm=args.cannula_mm, margin_mm=args.margin_mm,
-                        convergence_deg=tuple(args.convergence_deg), refine=not args.no_refine,
+                        convergence_deg=convergence, refine=not args.no_refine,
                         refine_starts=args.refine_starts)
 
 
@@ -43,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "fitted surface. Writes <LEVEL>_plan.json (twinsim-plan/1) and <LEVEL>_plan.png (cannulas as "
                                    "steel in both X-rays, 3D views). Exits 1 when a path is refused, with its reason.")
     p.add_argument("--reconstruction", required=True, help="twinsim-reconstruction/1 JSON from `twinsim reconstruct`")
-    p.add_argument("--image", action="append", help="the two X-rays (default: those named in the reconstruction file)")
+    p.add_argument("--images", help="the two X-rays, comma-separated (default: those named in the reconstruction file)")
     p.add_argument("--model", help="shape model name or .npz (default: the one named in the reconstruction file)")
     p.add_argument("-o", "--out", default="out/plan", help="output folder (default out/plan)")
     add_settings_arguments(p)
@@ -55,8 +61,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from twinsim.shape.model import load_model
 
     fitted = load_reconstruction(args.reconstruction, load_model(args.model) if args.model else None)
-    if args.image:
-        fitted.image_paths = [Path(p) for p in args.image]
+    if args.images:
+        fitted.image_paths = [Path(p) for p in comma_list(args.images, "--images", "plan")]
     return plan_and_write(fitted, settings_from(args), Path(args.out), {"reconstruction": str(args.reconstruction)})
 
 
@@ -72,7 +78,7 @@ def plan_and_write(fitted: FittedVertebra, settings: PlanSettings, out: Path, so
     try:
         acqs = [load_acquisition(p) for p in fitted.image_paths]
     except AcquisitionError as exc:
-        print(f"twinsim plan: warning: X-rays not drawn ({exc}); pass them with --image", file=sys.stderr)
+        print(f"twinsim plan: warning: X-rays not drawn ({exc}); pass them with --images", file=sys.stderr)
     other = sorted({a.geometry.frame for a in acqs} - {fitted.frame})
     if other:
         print(f"twinsim plan: warning: X-rays not drawn: their geometry is in frame {', '.join(other)}, the reconstruction in "
