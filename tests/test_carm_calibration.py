@@ -75,7 +75,7 @@ def test_noise_free_shots_recover_it_exactly():
 def test_phantom_file_is_read_and_checked(tmp_path):
     import json
 
-    from twinsim.workflows.carm_calibration import load_phantom
+    from twinsim.tracking.bead_phantom import load_phantom
 
     good = {"format": "twinsim-carm-phantom/1", "beads_ref_mm": np.arange(24.0).reshape(8, 3).tolist(), "bead_radius_mm": 1.0,
             "nominal_sdd_mm": 1020.0, "nominal_T_marker_source_mm": np.eye(4).tolist()}

@@ -8,9 +8,10 @@ import yaml
 
 from twinsim.bench.peers import franky_sim, loopback_address, vega_peer
 from twinsim.hal import Arm, CArm, Tracker
-from twinsim.hal.open_rig import open_rig
-from twinsim.hal.rig import TRACKED_TOOLS, load_rig
+from twinsim.hal.rig import load_rig
+from twinsim.rigs.open_rig import open_rig
 from twinsim.tracking.markers import MARKERS_DIR
+from twinsim.tracking.tools import TRACKED_TOOLS
 
 
 @pytest.mark.timeout(300)

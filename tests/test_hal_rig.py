@@ -110,9 +110,10 @@ def test_folder_carm_reads_dicom_and_png_with_calibrated_geometry(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_calibration_through_the_hal_matches_the_direct_session(example_patient_model, tmp_path):
-    from twinsim.hal.open_rig import open_rig
+    from room_calibration import run_calibration as run_direct
+
+    from twinsim.rigs.open_rig import open_rig
     from twinsim.robot.nominal import NominalPanda
-    from twinsim.sim.calibration_session import run_calibration as run_direct
     from twinsim.sim.markers_in_room import room_tracker
     from twinsim.sim.robot_driver import SimulatedArm
     from twinsim.sim.world import build_operating_room

@@ -117,7 +117,7 @@ def test_mapping_bench_meets_the_targets_with_margin(mapping, tmp_path):
 
 
 def test_calibration_file_round_trip_and_errors(own_room, tmp_path):
-    from twinsim.sim.calibration_session import SessionSettings, run_calibration
+    from room_calibration import SessionSettings, run_calibration
 
     with NominalPanda(own_room.config.needle_guide) as model:
         vega = room_tracker(own_room, {"seed": 1})
@@ -166,7 +166,7 @@ def test_calibration_file_round_trip_and_errors(own_room, tmp_path):
 
 
 def test_tracker_dropout_is_reported_not_hidden(own_room, tmp_path):
-    from twinsim.sim.calibration_session import SessionSettings, run_calibration
+    from room_calibration import SessionSettings, run_calibration
 
     with NominalPanda(own_room.config.needle_guide) as model:
         vega = room_tracker(own_room, {"seed": 2})

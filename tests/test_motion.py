@@ -37,16 +37,16 @@ def surveyed(example_patient_model, tmp_path_factory):
     """The default sim rig, its committed calibration, and a rehearsal surveyed up to the twin's collision world
     (the vertebra's axis taken from the truth: these tests are about motion, not reconstruction)."""
     from twinsim.evaluation.placement_truth import true_T_world_ref_mm
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import load_rig
-    from twinsim.procedure.rehearsal import Registration, Rehearsal, RehearsalSettings
+    from twinsim.procedure.rehearsal import Registration, RehearsalSettings
+    from twinsim.rigs.open_rig import new_rehearsal, open_rig
     from twinsim.twin.calibration_set import load_calibration
     from twinsim.twin.tracker_view import ToolIndex
     from twinsim.workflows.calibration import read_frames
 
     rig = load_rig(None)
     dev = open_rig(rig, progress=False)
-    r = Rehearsal(dev, tmp_path_factory.mktemp("rehearsal"), RehearsalSettings(), load_calibration(rig.calibration), None,
+    r = new_rehearsal(dev, tmp_path_factory.mktemp("rehearsal"), RehearsalSettings(), load_calibration(rig.calibration), None,
                   echo=lambda s: None)
     r.log.run("calibration", "calibration", r._calibrate)
     room = dev.room

@@ -110,22 +110,22 @@ def test_carm_calibration_succeeds_on_each_variant(variants, name, tmp_path):
 def test_a_rehearsal_on_a_degraded_ct_runs_end_to_end(variants, tmp_path):
     """The 3 mm variant in the default room with only its patient swapped: calibrated for it, then the procedure."""
     from twinsim.evaluation.placement_truth import SimVerifier
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import load_rig
-    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+    from twinsim.procedure.rehearsal import RehearsalSettings
     from twinsim.recon.fit import FitSettings
+    from twinsim.rigs.open_rig import new_rehearsal, open_rig
 
     ct, labels, table, _ = variants["3mm"]
     scene = _scene(tmp_path, (ct, labels, table), "L1")
     rig = load_rig(None).model_copy(update={"scene": scene})
     short = FitSettings(iterations=(25, 15, 10), restarts=0)
     with open_rig(rig, progress=False) as dev:
-        reh = Rehearsal(dev, tmp_path / "out", RehearsalSettings(seed=0, fit_settings=short), None,
+        reh = new_rehearsal(dev, tmp_path / "out", RehearsalSettings(seed=0, fit_settings=short), None,
                         SimVerifier(dev, "L1"), echo=lambda s: None)
         log = reh.run()
     steps = {s.name: s.state for s in log.steps}
-    assert steps["calibration"] == "done" and steps["reconstruction"] == "done", log.outcome
+    assert steps["calibration"] == "done" and steps["reconstruction"] == "done", log.summary
     assert log.meta["motions"]["sent_without_passed_check"] == 0
-    assert reh.succeeded, log.outcome
+    assert reh.succeeded, log.summary
     for g in reh.placed.values():
         assert g.truth["tip_error_mm"] < 1.5 and g.truth["axis_error_deg"] < 1.5

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from twinsim import frames
+from twinsim.procedure.steps import Outcome
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +19,8 @@ def test_twinsim_with_no_arguments_rehearses_and_writes_the_report(tmp_path, exa
     out = subprocess.run([sys.executable, "-m", "twinsim.cli", "-o", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     log = json.loads((tmp_path / "rehearsal.json").read_text())
-    assert log["format"] == "twinsim-rehearsal/1" and log["outcome"] == "both guides placed"
+    assert log["format"] == "twinsim-rehearsal/2" and log["outcome"] == "completed" and log["stop"] is None
+    assert log["summary"] == "both guides placed"
     names = [s["name"] for s in log["steps"]]
     assert names[:7] == ["calibration", "x-rays", "landmarks", "reconstruction", "plan", "survey", "reach"]
     assert {"guide left", "guide right", "robot home", "verification"} <= set(names)
@@ -41,17 +43,17 @@ def test_rehearse_refuses_bad_views_clearly():
 
 def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(example_patient_model, tmp_path):
     from twinsim.evaluation.placement_truth import SimVerifier
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import load_rig
-    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+    from twinsim.procedure.rehearsal import RehearsalSettings
     from twinsim.recon.fit import FitSettings
+    from twinsim.rigs.open_rig import new_rehearsal, open_rig
     from twinsim.sim.hand_held import hold, tool
     from twinsim.twin.calibration_set import load_calibration
 
     rig = load_rig(None)
     fast = FitSettings(iterations=(25, 15, 10), restarts=0)  # the fit's accuracy is not what this test is about
     with open_rig(rig, progress=False) as dev:
-        r = Rehearsal(dev, tmp_path, RehearsalSettings(fit_settings=fast), load_calibration(rig.calibration),
+        r = new_rehearsal(dev, tmp_path, RehearsalSettings(fit_settings=fast), load_calibration(rig.calibration),
                       SimVerifier(dev, "L1"), echo=lambda s: None)
         reach = r._reach
         bumped = []
@@ -75,7 +77,7 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
     assert "register the patient again" in failed[0].error
     i = names.index("re-registration")
     assert names[i + 1:i + 7] == ["x-rays", "landmarks", "reconstruction", "plan", "survey", "reach"]
-    assert log.outcome == "both guides placed", log.outcome
+    assert log.outcome is Outcome.COMPLETED, log.summary
     assert log.meta["motions"]["sent_without_passed_check"] == 0
     for side in ("left", "right"):  # placed through the new registration: scored against the reference where it is now
         assert r.placed[side].truth["tip_error_mm"] < 3.0

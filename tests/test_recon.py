@@ -13,6 +13,7 @@ from twinsim import frames
 from twinsim.bench.recon import view_geometry
 from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.landmarks_file import LandmarksFileError
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View
 from twinsim.recon import renderer as R
@@ -207,9 +208,9 @@ def test_degenerate_inputs_give_clear_errors(model, tmp_path):
                         (json.dumps({"format": "twinsim-landmarks/1", "views": [{"landmarks_px": {"body_centroid": [1]}}]}),
                          r"\[u, v\]")):
         bad.write_text(text)
-        with pytest.raises(InitializationError, match=match):
+        with pytest.raises(LandmarksFileError, match=match):
             load_clicks(bad)
-    with pytest.raises(InitializationError, match="not found"):
+    with pytest.raises(LandmarksFileError, match="not found"):
         load_clicks(tmp_path / "missing.json")
 
 
@@ -222,7 +223,7 @@ def test_clicks_file_round_trip(tmp_path, model):
         assert set(a) == set(b) == set(CLICKABLE)
         for n in a:
             np.testing.assert_allclose(a[n], b[n])
-    with pytest.raises(InitializationError, match="3 images"):
+    with pytest.raises(LandmarksFileError, match="3 images"):
         load_clicks(tmp_path / "c.json", n_views=3)
 
 

@@ -82,7 +82,7 @@ def test_the_ci_scenarios_meet_their_expectations(tmp_path, example_patient_mode
     assert all(r["passed"] for r in results)
     for r in results:
         log = json.loads((tmp_path / r["name"] / "rehearsal.json").read_text())
-        assert log["outcome"].startswith("stopped at") and log["motions"]["sent"] == 0  # each stops before any motion
+        assert log["outcome"] == "stopped" and log["stop"]["step"] and log["motions"]["sent"] == 0  # each stops before any motion
         assert all(f["started_s"] is not None for f in r["faults"])
     assert "scenario" in out.stdout and "pass" in out.stdout and "FAIL" not in out.stdout
 

@@ -27,15 +27,15 @@ from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.placement_truth import SimVerifier
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import CArmView
-from twinsim.hal.open_rig import open_rig
 from twinsim.hal.rig import SimRig, load_rig
 from twinsim.imaging.views import sample_view_pairs
 from twinsim.planning.planner import PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
 from twinsim.report import num, table, write_json
+from twinsim.rigs.open_rig import new_rehearsal, open_rig
+from twinsim.tracking.tools import CARM_MARKER, REFERENCE
 from twinsim.twin.calibration_set import load_calibration
-from twinsim.twin.sync import CARM_MARKER, REFERENCE
 from twinsim.twin.tracker_view import ToolIndex
 from twinsim.workflows.calibration import read_frames
 
@@ -89,13 +89,6 @@ def geoplan_source(verifier: SimVerifier, click_sigma_mm: float, seed: int) -> A
 PRE_PLAN_STEPS = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
 
 
-def stopped_at(outcome: str) -> str | None:
-    """The step a rehearsal stopped at (``"stopped at x-rays: ..."``), or None when both guides were placed."""
-    if not outcome.startswith("stopped at "):
-        return None
-    return outcome[len("stopped at "):].split(":", 1)[0].strip()
-
-
 def plan_in_truth(r: Rehearsal, verifier: SimVerifier) -> dict[str, dict[str, Any]]:
     """Each path of the rehearsal's plan scored in the true bone, whether or not a guide was placed on it."""
     plan = r.reg.plan if r.reg is not None else None
@@ -117,7 +110,7 @@ def _case_row(r: Rehearsal, wall_s: float, verifier: SimVerifier | None = None) 
     safe = placed and all(not truth[s]["breach"] and truth[s]["tip_in_body"] for s in SIDES if s in truth) and len(truth) == 2
     m = log.meta.get("motions", {})
     survey = next((s.figures for s in log.steps if s.name == "survey"), {})
-    return {"outcome": log.outcome, "placed": placed, "success": bool(safe),
+    return {"outcome": log.summary, "placed": placed, "success": bool(safe),
             "tip_error_mm": {s: t["tip_error_mm"] for s, t in truth.items()},
             "axis_error_deg": {s: t["axis_error_deg"] for s, t in truth.items()},
             "breach": {s: t["breach"] for s, t in truth.items()}, "clearance_mm": {s: t["clearance_mm"] for s, t in truth.items()},
@@ -127,7 +120,7 @@ def _case_row(r: Rehearsal, wall_s: float, verifier: SimVerifier | None = None) 
             "check_200_waypoints_ms": survey.get("check_200_waypoints", {}).get("median_ms"),
             "twin_bodies": survey.get("check_200_waypoints", {}).get("bodies"),
             "recommendation": log.recommendation, "step_s": steps, "wall_s": wall_s,
-            "stopped_at": stopped_at(log.outcome), "plan_in_truth": plan_in_truth(r, verifier) if verifier is not None else {}}
+            "stopped_at": log.stop.step if log.stop else None, "plan_in_truth": plan_in_truth(r, verifier) if verifier is not None else {}}
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,7 +171,7 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 dev.operator.click_sigma_mm = sigma
                 dev.operator.rng = np.random.default_rng(case_seed)
                 plan_source = geoplan_source(verifier, sigma, case_seed) if source == "geoplan" else None
-                reh = Rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
+                reh = new_rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
                                 RehearsalSettings(views=pair, seed=case_seed, plan=plan or PlanSettings()), cal, verifier,
                                 echo=lambda s: None,
                                 plan_source=plan_source)

@@ -20,9 +20,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import dataclasses
     import datetime
 
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import LabRig, load_rig
     from twinsim.report import table
+    from twinsim.rigs.open_rig import open_rig
     from twinsim.tracking.calibration import CalibrationError
     from twinsim.twin.calibration_set import load_calibration, save_calibration
     from twinsim.workflows.calibration import SessionSettings, run_calibration

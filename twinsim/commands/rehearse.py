@@ -59,10 +59,10 @@ def _views(spec: str) -> tuple:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
-    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+    from twinsim.procedure.rehearsal import RehearsalSettings
     from twinsim.report import table
+    from twinsim.rigs.open_rig import new_rehearsal, open_rig
     from twinsim.twin.calibration_set import load_calibration
 
     try:
@@ -95,7 +95,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             verify = SimVerifier(dev, settings.level or dev.target_level)
         print(f"twinsim rehearse: {rig.name} ({rig.kind}), level {settings.level or dev.target_level}, views "
               f"{', '.join(v.name for v in settings.views)}; calibration {'from ' + str(rig.calibration) if cal else 'measured now'}")
-        r = Rehearsal(dev, out, settings, cal, verify)
+        r = new_rehearsal(dev, out, settings, cal, verify)
         log = r.run()
     rows = [[i + 1, s.title, s.state, f"{s.seconds:.1f}"] for i, s in enumerate(log.steps)]
     print(table(["#", "step", "state", "s"], rows))
@@ -108,7 +108,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     print(f"motions: {m['sent']} sent, each after a passed check; {m['refused']} refused before motion")
     if log.recommendation:
         print(f"placement: {log.recommendation.get('advice')}")
-    print(f"outcome: {log.outcome}")
+    print(f"outcome: {log.summary}")
     print(f"wrote {log.path} and {log.meta.get('report_page', '(no page: ' + log.meta.get('report_page_error', '') + ')')}")
     return 0 if r.succeeded else 1
 

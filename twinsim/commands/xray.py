@@ -12,9 +12,9 @@ from twinsim.errors import UsageError
 def _tracked_xrays(args: argparse.Namespace, views: list) -> int:
     """``twinsim xray --geometry tracked``: through the rig, each image's geometry from the tracker and the C-arm calibration."""
     from twinsim.hal.interfaces import CArmView
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import load_rig
     from twinsim.report import table
+    from twinsim.rigs.open_rig import open_rig
     from twinsim.twin.calibration_set import load_calibration
     from twinsim.workflows.tracked_xray import acquire_tracked
 

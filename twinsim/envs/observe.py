@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from twinsim import frames
-from twinsim.twin.sync import NEEDLE_MARKER, REFERENCE
+from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 
 SETTLE_FRAMES = 2  # a tracker reports with latency: no averaged frame may predate the motion

@@ -22,8 +22,8 @@ EPISODE_FAULTS = ("occlusion", "patient_shift", "breathing", "robot_reflex", "tr
 class RigSession:
     def __init__(self, scenario: str | Path | None = None, rig: str | Path | None = None, level: str | None = None,
                  allowed_faults: tuple[str, ...] = EPISODE_FAULTS, env_name: str = "environment") -> None:
-        from twinsim.hal.open_rig import open_rig
         from twinsim.hal.rig import SimRig, load_rig
+        from twinsim.rigs.open_rig import open_rig
         from twinsim.twin.calibration_set import load_calibration
 
         self.allowed_faults, self.env_name = allowed_faults, env_name

@@ -29,7 +29,7 @@ from twinsim.report import write_figure
 from twinsim.robot import panda
 from twinsim.shape.model import load_model
 from twinsim.sim.hand_held import measured_pose_m, tool
-from twinsim.twin.sync import REFERENCE
+from twinsim.tracking.tools import REFERENCE
 
 
 def true_T_world_ref_mm(vega: Any) -> np.ndarray:

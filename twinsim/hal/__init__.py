@@ -2,7 +2,8 @@
 
 Workflows import from here only; concrete drivers live in ``twinsim.hal.sim`` (the PyBullet
 room) and ``twinsim.hal.real`` (franky, scikit-surgerynditracker, a C-arm's image folder),
-and ``twinsim.hal.rig`` opens the ones a rig file names.
+``twinsim.hal.rig`` reads the rig file, and ``twinsim.rigs.open_rig`` opens the drivers it names and hands
+the twin's side ports (``twinsim.hal.ports``) in front of them.
 """
 
 from twinsim.hal.errors import ConnectionLost, HalError, LimitViolation, MotionAborted, RigFileError, ToolMissing

@@ -16,11 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from twinsim.hal.errors import RigFileError
 from twinsim.paths import bundled
 from twinsim.report import read_yaml_mapping, validation_problems
+from twinsim.tracking.tools import TRACKED_TOOLS
 
 RIG_FORMAT = "twinsim-rig/1"
 HARDWARE_DIR = bundled("hardware")
 DEFAULT_RIG = HARDWARE_DIR / "sim.yaml"
-TRACKED_TOOLS = ("patient_reference", "operation_flange", "needle_guide", "carm", "pointer")
 
 
 class _Strict(BaseModel):

@@ -25,7 +25,7 @@ from twinsim import frames
 from twinsim.hal.errors import HalError, ToolMissing
 from twinsim.hal.interfaces import Tracker
 from twinsim.motion.guarded_arm import GuardedArm
-from twinsim.twin.sync import NEEDLE_MARKER, REFERENCE
+from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.tracker_view import ToolIndex, mean_pose
 
 

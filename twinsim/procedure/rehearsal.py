@@ -35,14 +35,15 @@ from twinsim.motion.planner import MotionPlanner, PlannedMotion, SightLine, Unre
 from twinsim.motion.twin_world import ClearanceSettings, TwinWorld
 from twinsim.planning.planner import VertebraPlan, plan_vertebra
 from twinsim.planning.settings import PlanSettings
-from twinsim.procedure.steps import ProcedureLog, StepFailed, StepRecord
-from twinsim.procedure.tolerances import ProcedureTolerances
+from twinsim.procedure.devices import Devices
+from twinsim.procedure.steps import Outcome, ProcedureLog, Step, StepFailed, StepRecord, Stop
 from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
 from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
 from twinsim.tracking.markers import MarkerError, load_marker
+from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
-from twinsim.twin.sync import NEEDLE_MARKER, REFERENCE, TwinSync
+from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 from twinsim.workflows.calibration import SessionSettings, read_frames, run_calibration
 from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
@@ -50,6 +51,7 @@ from twinsim.workflows.tracked_xray import acquire_tracked
 
 DEFAULT_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
 SIDES = ("left", "right")
+GUIDE_STEP = {"left": Step.GUIDE_LEFT, "right": Step.GUIDE_RIGHT}
 
 
 class RehearsalError(RuntimeError):
@@ -61,7 +63,7 @@ class RehearsalSettings:
     level: str | None = None  # None: the rig's target level
     views: tuple[CArmView, CArmView] = DEFAULT_VIEWS
     clicks_file: Path | None = None  # the clinician's clicks; None: the operator marks them
-    # None: the rig's scene says (its `procedure` section; twinsim.sim.scene_config.ProcedureTolerances).
+    # None: the rig's scene says (its `procedure` section; twinsim.procedure.tolerances.ProcedureTolerances).
     skin_points: int | None = None
     frames_per_touch: int = 5
     plan: PlanSettings = field(default_factory=PlanSettings)
@@ -114,12 +116,12 @@ class Verifier(Protocol):
 
 
 class Rehearsal:
-    def __init__(self, dev: Any, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
+    def __init__(self, dev: Devices, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
                  verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None,
                  plan_source: Callable[[Rehearsal], VertebraPlan] | None = None) -> None:
         """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
         self.dev, self.out = dev, Path(out)
-        self.tol = tol = getattr(dev, "tolerances", None) or ProcedureTolerances()
+        self.tol = tol = dev.tolerances
         s = settings or RehearsalSettings()
         self.s = replace(
             s, skin_points=s.skin_points or tol.skin_touches,
@@ -132,7 +134,7 @@ class Rehearsal:
         self.progress = progress
         self.level = self.s.level or dev.target_level
         self.log = ProcedureLog(self.out / "rehearsal.json", echo=echo)
-        self.log.meta = {"rig": dev.rig.name, "rig_kind": dev.rig.kind, "level": self.level,
+        self.log.meta = {"rig": dev.rig_name, "rig_kind": dev.rig_kind, "level": self.level,
                          "views": [v.name for v in self.s.views], "seed": self.s.seed}
         self.motion_log = MotionLog()
         self.reg: Registration | None = None
@@ -145,20 +147,72 @@ class Rehearsal:
         self.reregistrations = 0
         self.timings: dict[str, float] = {}
 
-    # ---- the sequence ---------------------------------------------------------------------
+    # ---- the sequence: a state machine over the steps --------------------------------------
+    def _titles(self) -> dict[Step, str]:
+        return {
+            Step.CALIBRATION: "Calibration chain (load or measure) and its check against the room",
+            Step.XRAYS: "Two tracked X-rays",
+            Step.LANDMARKS: "Landmarks marked on both X-rays",
+            Step.RECONSTRUCTION: f"{self.level} reconstructed from the two X-rays",
+            Step.PLAN: "Both transpedicular paths planned and checked",
+            Step.SURVEY: "Patient envelope touched with the pointer; the twin's collision world",
+            Step.REACH: "Both paths within the robot's reach, clear of every body",
+            Step.GUIDE_LEFT: "Needle guide onto the left path",
+            Step.GUIDE_RIGHT: "Needle guide onto the right path",
+            Step.REREGISTRATION: f"Patient reference moved: robot base re-registered ({self.reregistrations} of "
+                                 f"{self.s.max_reregistrations})",
+            Step.HOME: "Robot back to where it started, clear of the C-arm",
+            Step.VERIFICATION: "Verification in the true anatomy (simulation only)",
+        }
+
+    def _action(self, step: Step) -> Callable[[StepRecord], dict[str, Any] | None]:
+        return {
+            Step.CALIBRATION: self._calibrate, Step.XRAYS: self._xrays, Step.LANDMARKS: self._landmarks,
+            Step.RECONSTRUCTION: self._reconstruct, Step.PLAN: self._plan, Step.SURVEY: self._survey, Step.REACH: self._reach,
+            Step.GUIDE_LEFT: lambda rec: self._place("left", rec), Step.GUIDE_RIGHT: lambda rec: self._place("right", rec),
+            Step.REREGISTRATION: self._reregister_base, Step.HOME: self._home, Step.VERIFICATION: self._verification,
+        }[step]
+
+    def _next(self, step: Step) -> Step | None:
+        """The step after ``step`` done: the registration steps in order, then each guide not yet placed, home,
+        and verification where there is a verifier."""
+        order = [Step.CALIBRATION, Step.XRAYS, Step.LANDMARKS, Step.RECONSTRUCTION, Step.PLAN, Step.SURVEY, Step.REACH]
+        if step is Step.REREGISTRATION:
+            return Step.XRAYS
+        if step in order[:-1]:
+            return order[order.index(step) + 1]
+        if step in (Step.REACH, Step.GUIDE_LEFT, Step.GUIDE_RIGHT):
+            todo = [GUIDE_STEP[side] for side in SIDES if side not in self.placed]
+            return todo[0] if todo else Step.HOME
+        if step is Step.HOME and self.verify is not None:
+            return Step.VERIFICATION
+        return None
+
+    def _after_failure(self, step: Step, exc: StepFailed) -> Step | None:
+        """Where a failed step leads: a moved reference during a guide's motion re-registers (up to the limit);
+        anything else stops the procedure."""
+        if step in (Step.GUIDE_LEFT, Step.GUIDE_RIGHT) and isinstance(exc.cause, ReferenceMoved) \
+                and self.reregistrations < self.s.max_reregistrations:
+            self.reregistrations += 1
+            return Step.REREGISTRATION
+        return None
+
     def run(self) -> ProcedureLog:
         t0 = time.perf_counter()
+        step: Step | None = Step.CALIBRATION
         try:
-            self.log.run("calibration", "Calibration chain (load or measure) and its check against the room", self._calibrate)
-            self._register()
-            for side in SIDES:
-                self._place_with_reregistration(side)
-            self.log.run("robot home", "Robot back to where it started, clear of the C-arm", self._home)
-            if self.verify is not None:
-                self.log.run("verification", "Verification in the true anatomy (simulation only)", self._verification)
-            self.log.outcome = "both guides placed"
+            while step is not None:
+                try:
+                    self.log.run(str(step), self._titles()[step], self._action(step))
+                    step = self._next(step)
+                except StepFailed as exc:
+                    step = self._after_failure(step, exc)
+                    if step is None:
+                        raise
+            self.log.outcome = Outcome.COMPLETED
         except StepFailed as exc:
-            self.log.outcome = f"stopped at {exc.step}: {exc.cause}"
+            self.log.outcome = Outcome.STOPPED
+            self.log.stop = Stop(exc.step, str(exc.cause), type(exc.cause).__name__)
         finally:
             self.log.meta["wall_s"] = time.perf_counter() - t0
             self.log.meta["motions"] = {"sent": len(self.motion_log.sent), "refused": len(self.motion_log.refused),
@@ -177,29 +231,7 @@ class Rehearsal:
 
     @property
     def succeeded(self) -> bool:
-        return self.log.outcome == "both guides placed"
-
-    def _register(self) -> None:
-        self.log.run("x-rays", "Two tracked X-rays", self._xrays)
-        self.log.run("landmarks", "Landmarks marked on both X-rays", self._landmarks)
-        self.log.run("reconstruction", f"{self.level} reconstructed from the two X-rays", self._reconstruct)
-        self.log.run("plan", "Both transpedicular paths planned and checked", self._plan)
-        self.log.run("survey", "Patient envelope touched with the pointer; the twin's collision world",
-                     self._survey)
-        self.log.run("reach", "Both paths within the robot's reach, clear of every body", self._reach)
-
-    def _place_with_reregistration(self, side: str) -> None:
-        while True:
-            try:
-                self.log.run(f"guide {side}", f"Needle guide onto the {side} path", lambda rec: self._place(side, rec))
-                return
-            except StepFailed as exc:
-                if not isinstance(exc.cause, ReferenceMoved) or self.reregistrations >= self.s.max_reregistrations:
-                    raise
-                self.reregistrations += 1
-                self.log.run("re-registration", f"Patient reference moved: robot base re-registered "
-                                                 f"({self.reregistrations} of {self.s.max_reregistrations})", self._reregister_base)
-                self._register()
+        return self.log.outcome is Outcome.COMPLETED
 
     # ---- steps ---------------------------------------------------------------------------
     def _home(self, rec: StepRecord) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
         text += textwrap.wrap("placement: " + str(log.recommendation.get("advice", "")), 48)
     ax.text(0.0, 1.0, "\n".join(text), fontsize=10, va="top")
     ax.set_title("recommendation", loc="left")
-    fig.suptitle("\n".join(textwrap.wrap(f"twinsim rehearsal: {log.outcome}", 110)), fontsize=14)
+    fig.suptitle("\n".join(textwrap.wrap(f"twinsim rehearsal: {log.summary}", 110)), fontsize=14)
     fig.tight_layout()
     return write_figure(fig, path)
 

@@ -1,8 +1,10 @@
-"""Steps with states, each writing what it produced and its figures; the log is rewritten after every change.
+"""The procedure's steps, their states and its outcome, as types; the log is rewritten after every change.
 
 A step runs ``pending -> running -> done | failed``; a failure records the error and stops
 the procedure cleanly (:class:`StepFailed`), so what was done stays on disk and the last
-state is readable in ``rehearsal.json`` even after a crash.
+state is readable in ``rehearsal.json`` even after a crash. The procedure ends
+:attr:`Outcome.COMPLETED` or :attr:`Outcome.STOPPED` with a :class:`Stop` naming the step, the
+reason and the error's type: readers compare these, never the text.
 """
 
 from __future__ import annotations
@@ -11,12 +13,52 @@ import datetime
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from twinsim.report import write_json
 
-FORMAT = "twinsim-rehearsal/1"
+FORMAT = "twinsim-rehearsal/2"
+
+
+class Step(StrEnum):
+    """The procedure's steps, in order (re-registration only when the patient reference moved)."""
+
+    CALIBRATION = "calibration"
+    XRAYS = "x-rays"
+    LANDMARKS = "landmarks"
+    RECONSTRUCTION = "reconstruction"
+    PLAN = "plan"
+    SURVEY = "survey"
+    REACH = "reach"
+    GUIDE_LEFT = "guide left"
+    GUIDE_RIGHT = "guide right"
+    REREGISTRATION = "re-registration"
+    HOME = "robot home"
+    VERIFICATION = "verification"
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Outcome(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"  # both guides placed
+    STOPPED = "stopped"  # safely, at a step: see the log's ``stop``
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where and why the procedure stopped."""
+
+    step: str
+    reason: str
+    error_type: str
 
 
 class StepFailed(RuntimeError):
@@ -29,7 +71,7 @@ class StepFailed(RuntimeError):
 class StepRecord:
     name: str
     title: str
-    state: str = "pending"  # pending, running, done, failed
+    state: StepState = StepState.PENDING
     seconds: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
@@ -42,7 +84,8 @@ class ProcedureLog:
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
-    outcome: str = "running"
+    outcome: Outcome = Outcome.RUNNING
+    stop: Stop | None = None
     recommendation: dict[str, Any] | None = None
     echo: Callable[[str], None] = print
     on_step: Callable[[str, str], None] | None = None  # (step name, "start" | "end"): scripted scenarios hook here
@@ -50,14 +93,24 @@ class ProcedureLog:
     def write(self) -> Path:
         return write_json(self.path, self.to_dict())
 
+    @property
+    def summary(self) -> str:
+        """The outcome in words, for people."""
+        if self.outcome is Outcome.COMPLETED:
+            return "both guides placed"
+        if self.stop is not None:
+            return f"stopped at {self.stop.step}: {self.stop.reason}"
+        return str(self.outcome)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **self.meta, "outcome": self.outcome, "recommendation": self.recommendation,
+        return {"format": FORMAT, **self.meta, "outcome": str(self.outcome), "summary": self.summary,
+                "stop": asdict(self.stop) if self.stop else None, "recommendation": self.recommendation,
                 "steps": [asdict(s) for s in self.steps],
                 "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
     def run(self, name: str, title: str, fn: Callable[[StepRecord], dict[str, Any] | None],
             catch: tuple[type[BaseException], ...] = (Exception,)) -> StepRecord:
-        rec = StepRecord(name, title, "running")
+        rec = StepRecord(name, title, StepState.RUNNING)
         self.steps.append(rec)
         self.write()
         n = len(self.steps)
@@ -67,9 +120,9 @@ class ProcedureLog:
             if self.on_step is not None:
                 self.on_step(name, "start")
             rec.figures.update(fn(rec) or {})
-            rec.state = "done"
+            rec.state = StepState.DONE
         except catch as exc:
-            rec.state, rec.error, rec.error_type = "failed", str(exc), type(exc).__name__
+            rec.state, rec.error, rec.error_type = StepState.FAILED, str(exc), type(exc).__name__
             raise StepFailed(name, exc) from exc
         finally:
             rec.seconds = time.perf_counter() - t0

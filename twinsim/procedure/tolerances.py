@@ -29,3 +29,11 @@ class ProcedureTolerances:
     max_blind_frames: int = 2
     envelope_continuation_mm: float = 300.0
     envelope_padding_mm: float = 5.0
+
+    @classmethod
+    def from_scene(cls, section: dict) -> ProcedureTolerances:
+        """From a scene's validated ``procedure`` section (missing keys take the defaults above)."""
+        values = dict(section)
+        if "approach_mm" in values:
+            values["approach_mm"] = tuple(values["approach_mm"])
+        return cls(**values)

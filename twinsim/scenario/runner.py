@@ -16,6 +16,7 @@ from typing import Any
 
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.views import parse_view
+from twinsim.procedure.steps import Outcome, StepState
 from twinsim.scenario.schema import Scenario
 
 
@@ -55,8 +56,8 @@ def _views(sc: Scenario) -> tuple[CArmView, CArmView]:
 def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) -> tuple[str, list[str], dict[str, Any]]:
     """``(got, problems, figures)`` of a finished rehearsal against the scenario's expectation."""
     e, problems, figures = sc.expect, [], {}
-    failed = [s for s in log.steps if s.state == "failed"]
-    completed = log.outcome == "both guides placed"
+    failed = [s for s in log.steps if s.state is StepState.FAILED]
+    completed = log.outcome is Outcome.COMPLETED
     if completed:
         got = "completed"
         for side, g in sorted(placed.items()):
@@ -73,8 +74,8 @@ def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) 
             problems.append(f"axis error {max(axes) if axes else 'not measured'} deg above {e.axis_error_deg_max:g} deg")
     else:
         last = failed[-1] if failed else None
-        got = f"stopped at {last.name}: {last.error_type}" if last else f"stopped: {log.outcome}"
-        figures["error"] = last.error if last else log.outcome
+        got = f"stopped at {last.name}: {last.error_type}" if last else f"stopped: {log.summary}"
+        figures["error"] = last.error if last else log.summary
     if sc.plan and sc.plan.cannula_diameter_mm:
         figures["cannula_mm"] = sc.plan.cannula_diameter_mm  # the truth is scored with this cannula
     figures["reregistrations"] = reregistrations
@@ -83,7 +84,7 @@ def judge(sc: Scenario, log: Any, placed: dict[str, Any], reregistrations: int) 
     if unchecked:
         problems.append(f"{unchecked} motion(s) reached the robot without a passed check")
     if e.outcome == "completed" and not completed:
-        problems.append(f"expected completion, the procedure {log.outcome}")
+        problems.append(f"expected completion, the procedure {log.summary}")
     if e.outcome == "stopped":
         if completed:
             problems.append(f"expected a stop at {e.step} ({e.reason}); the procedure completed: the fault went unnoticed")
@@ -115,10 +116,10 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
                  prepare: Callable[[Any], None] | None = None) -> ScenarioResult:
     """``prepare(rehearsal)``: a test's hook before the run (e.g. to disable an interlock and see the scenario fail)."""
     from twinsim.evaluation.placement_truth import SimVerifier
-    from twinsim.hal.open_rig import open_rig
     from twinsim.hal.rig import SimRig, load_rig
-    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+    from twinsim.procedure.rehearsal import RehearsalSettings
     from twinsim.recon.fit import FitSettings
+    from twinsim.rigs.open_rig import new_rehearsal, open_rig
     from twinsim.scenario.faults import FaultInjector
     from twinsim.twin.calibration_set import load_calibration
 
@@ -139,7 +140,7 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
             settings = RehearsalSettings(level=sc.level, views=faults.views(_views(sc)), seed=sc.seed, fit_settings=fit,
                                          plan=_plan_settings(sc))
             faults.before()
-            r = Rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), echo=echo, progress=False)
+            r = new_rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), echo=echo, progress=False)
             r.log.on_step = faults.on_step
             r.log.meta["scenario"] = {"name": sc.name, "file": str(sc.path) if sc.path else None, "expected": expected}
             if prepare is not None:

@@ -15,13 +15,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from twinsim.errors import TwinsimError
-from twinsim.hal.rig import TRACKED_TOOLS
+from twinsim.procedure.steps import Step
 from twinsim.report import read_yaml_mapping, validation_problems
+from twinsim.tracking.tools import TRACKED_TOOLS
 
 SCENARIO_FORMAT = "twinsim-scenario/1"
-# The procedure's steps (twinsim.procedure.rehearsal), in order: what a trigger or an expected stop may name.
-STEPS = ("calibration", "x-rays", "landmarks", "reconstruction", "plan", "survey", "reach", "guide left", "guide right",
-         "re-registration", "robot home", "verification")
+# The procedure's steps, in order: what a trigger or an expected stop may name.
+STEPS = tuple(str(s) for s in Step)
 
 
 class ScenarioFileError(TwinsimError, ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -15,7 +16,6 @@ from pydantic import ValidationError
 from twinsim.errors import TwinsimError
 from twinsim.imaging.carm_geometry import CArmGeometry
 from twinsim.paths import bundled
-from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.report import read_yaml_mapping, validation_problems
 from twinsim.robot.tools import KinematicErrorConfig, NeedleGuideConfig, TrackerCameraConfig  # noqa: F401 (part of the scene)
 from twinsim.sim import scene_schema as schema
@@ -157,7 +157,9 @@ class SceneConfig:
     views: list[ViewConfig] = field(default_factory=list)
     markers: dict[str, dict] = field(default_factory=dict)  # tool name -> mount (see scenarios/rooms/default.yaml)
     error_budget: ErrorBudgetConfig = field(default_factory=lambda: ErrorBudgetConfig(frozenset()))
-    procedure: ProcedureTolerances = field(default_factory=ProcedureTolerances)
+    # The scene's `procedure` section, validated: the procedure's tolerances (twinsim.procedure.tolerances), handed
+    # to the twin's side by the rig wiring; the room itself does not use them.
+    procedure: dict[str, Any] = field(default_factory=dict)
 
 
 def _path(value: str | None, base: Path) -> Path | None:
@@ -227,5 +229,5 @@ def load_scene_config(path: str | Path | None = None) -> SceneConfig:
         name=sc.name, path=path, patient=patient, table=table_cfg, robots=robots, needle_guide=needle, tracker_camera=camera,
         carm=carm, timestep_s=sc.physics.timestep_s, gravity_m_s2=np.array(sc.physics.gravity_m_s2),
         image_size=(int(size[0]), int(size[1])), views=views, markers=markers, error_budget=budget,
-        procedure=ProcedureTolerances(**{**sc.procedure.model_dump(), "approach_mm": tuple(sc.procedure.approach_mm)}),
+        procedure=sc.procedure.model_dump(),
     )

@@ -24,12 +24,9 @@ import numpy as np
 from twinsim import frames
 from twinsim.hal import Arm
 from twinsim.robot import panda
+from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
-
-REFERENCE = "patient_reference"
-NEEDLE_MARKER = "needle_guide"
-CARM_MARKER = "carm"
 
 
 class KinematicModel(Protocol):

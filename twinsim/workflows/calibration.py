@@ -30,8 +30,9 @@ from twinsim.tracking.calibration import CalibrationError, PivotResult, pivot_ca
 from twinsim.tracking.fiducials import RegistrationTarget
 from twinsim.tracking.hand_eye import hand_eye_calibrate, robot_world_calibrate
 from twinsim.tracking.registration import paired_point_register, surface_register
+from twinsim.tracking.tools import REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet
-from twinsim.twin.sync import REFERENCE, KinematicModel
+from twinsim.twin.sync import KinematicModel
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
 
 SETTLE_FRAMES = 3  # 50 ms at 60 Hz: longer than the tracker's latency, so no frame predates a move

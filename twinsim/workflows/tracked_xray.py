@@ -16,7 +16,7 @@ from twinsim.hal import CArm, CArmView, Operator, Tracker
 from twinsim.hal.errors import HalError
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.tracking.carm_calibration import CArmCalibrationResult
-from twinsim.twin.sync import CARM_MARKER, REFERENCE
+from twinsim.tracking.tools import CARM_MARKER, REFERENCE
 from twinsim.twin.tracker_view import ToolIndex
 from twinsim.workflows.calibration import read_frames
 

@@ -64,11 +64,11 @@ class TerminalOperator:
             yield i
 
     def mark_landmarks(self, acquisitions: Sequence[Acquisition], level: str, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-        from twinsim.recon.initialization import load_clicks
+        from twinsim.imaging.landmarks_file import load_clicks
 
         if not sys.stdin or not sys.stdin.isatty():
             raise HalError("operator", "landmarks must be marked on the X-rays, but there is no terminal to ask: pass a "
-                                       "twinsim-clicks/1 file (--clicks)")
+                                       "twinsim-landmarks/1 file (--clicks)")
         path = input(f"[operator] Mark {', '.join(names)} of {level} in each of the {len(acquisitions)} X-rays and give the "
-                     "twinsim-clicks/1 file: ").strip()
+                     "twinsim-landmarks/1 file: ").strip()
         return load_clicks(Path(path), n_views=len(acquisitions)).views

@@ -19,6 +19,9 @@ from twinsim.sim.world import OperatingRoom, scene_patient_files
 SOURCE_FRAME = "carm_source"  # the C-arm's own focal spot: all a C-arm knows of its geometry
 
 
+REPORTED_META = ("detector",)  # the simulated detector's datasheet model, as a real C-arm reports its settings
+
+
 class SimCArm:
     def __init__(self, room: OperatingRoom, size_px: int = 256, n_samples: int = 256, detector: DetectorModel | None = None,
                  seed: int = 0, name: str = "carm") -> None:
@@ -32,7 +35,7 @@ class SimCArm:
         self.phantom_world_m: np.ndarray | None = None  # steel beads in the beam (a calibration phantom), world metres
         self.bead_radius_mm = 1.0
         self.patient_in_beam = True  # False: the table slid out of the beam (the C-arm calibrated before the patient)
-        self._truth: dict[int, tuple[np.ndarray, ProjectionGeometry]] = {}  # id(image) -> (image, true geometry in ct)
+        self._truth: dict[str, ProjectionGeometry] = {}  # exposure id -> the true geometry it was rendered with, in ct
         # A damaged export (scripted scenarios): exposure number -> "truncated", "wrong_size" or "blank". That
         # exposure is delivered as a file and read back as the lab's folder C-arm reads its files.
         self.damaged_exports: dict[int, str] = {}
@@ -76,16 +79,21 @@ class SimCArm:
         # Rendered with the room's true geometry, reported as a real C-arm reports it: the datasheet's detector
         # and source-detector distance in its own source frame. Where the source is, only the tracker can say.
         g = acq.geometry
-        self._truth[id(acq.image)] = (acq.image, g)
+        exposure = f"{self.name}-{id(self):x}-{self._shots - 1}"
+        self._truth[exposure] = g
         own = ProjectionGeometry(self.room.config.carm.geometry.sdd_mm, g.width_px, g.height_px, g.pixel_spacing_mm, np.eye(4),
                                  frame=SOURCE_FRAME)
-        return replace(acq, geometry=own, meta={k: v for k, v in acq.meta.items() if k not in ("carm_collisions", "geometry")})
+        # What a real C-arm's image carries, and nothing else: an allow-list, so a key added to the simulation's
+        # metadata (its true geometry, the noise seed, what the C-arm touched) never reaches the twin.
+        meta = {k: acq.meta[k] for k in REPORTED_META if k in acq.meta}
+        return replace(acq, geometry=own, meta={**meta, "source": "twinsim simulated C-arm", "exposure": exposure})
 
     def true_geometry(self, acq: Acquisition) -> ProjectionGeometry:
         """The geometry an image of this C-arm was truly rendered with, in ``ct`` (the simulated clinician's eyes)."""
-        if id(acq.image) not in self._truth:
+        g = self._truth.get(str(acq.meta.get("exposure")))
+        if g is None:
             raise MotionAborted(self.name, "this image was not taken by this simulated C-arm")
-        return self._truth[id(acq.image)][1]
+        return g
 
     def close(self) -> None:
         self._renderer = None

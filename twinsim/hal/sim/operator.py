@@ -13,9 +13,9 @@ from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.anatomy.landmarks import posterior_surface_mm
-from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import Arm
+from twinsim.hal.ports import unwrap
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.robot import panda
@@ -24,6 +24,8 @@ from twinsim.sim import hand_held
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
 from twinsim.tracking.calibration import pivot_motion
 from twinsim.tracking.vega_sim import SimulatedVega
+
+ClickModel = Callable[[Sequence[ProjectionGeometry], dict[str, np.ndarray], float, int, Sequence[str]], list[dict[str, np.ndarray]]]
 
 
 class SimOperator:
@@ -40,6 +42,9 @@ class SimOperator:
         # landmarks truly are for a level, and how far a click lands from them (at the vertebra).
         self.true_geometry_of: Callable[[Acquisition], ProjectionGeometry] | None = None
         self.landmarks_of_level: Callable[[str], dict[str, np.ndarray]] | None = None
+        # How a person's clicks land, given each image's geometry, the true landmarks, the click SD (mm at the
+        # vertebra), a seed and the names asked for: evaluation code (the simulated clinician), handed in by the wiring.
+        self.click: ClickModel | None = None
         self.click_sigma_mm = 1.0
         self.skin_region_m = (0.18, 0.22)  # half-extents of the traced back: along the spine, across
         self.entry_region_m = (0.06, 0.09)  # ... and of the entry sites over the target, traced with half the touches
@@ -69,7 +74,7 @@ class SimOperator:
     def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, rod_extension_mm: float = 0.0,
                              max_tilt_deg: float = 15.0) -> Iterator[int]:
         """Guiding mode, tip (or a rod's tip along the true bore) in a divot where it is now; the arm as built obeys it."""
-        name = getattr(arm, "name", "operation")
+        name = getattr(unwrap(arm), "name", "operation")
         if name not in self.room.robots:
             raise HalError(name, "the simulated operator can only hand-guide a robot of the simulated room")
         h = self.room.robots[name]
@@ -160,14 +165,15 @@ class SimOperator:
 
     def mark_landmarks(self, acquisitions: Sequence[Acquisition], level: str, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
         """Click each landmark where it truly projects, off by ``click_sigma_mm`` (Gaussian, per axis) at the vertebra."""
-        if self.true_geometry_of is None or self.landmarks_of_level is None:
-            raise HalError("operator", "this simulated operator was not given the C-arm's true geometries and the anatomy")
+        if self.true_geometry_of is None or self.landmarks_of_level is None or self.click is None:
+            raise HalError("operator", "this simulated operator was not given the C-arm's true geometries, the anatomy and "
+                                       "a click model")
         truth = self.landmarks_of_level(level)
         missing = [n for n in names if n not in truth]
         if missing:
             raise HalError("operator", f"no landmarks {missing} known at {level}")
         geoms = [self.true_geometry_of(a) for a in acquisitions]
-        views = simulate_clicks(geoms, truth, self.click_sigma_mm, seed=int(self.rng.integers(2**31)), names=names).views
+        views = self.click(geoms, truth, self.click_sigma_mm, int(self.rng.integers(2**31)), names)
         for k, lost in self.unmarked.items():  # landmarks hidden in that view (overlap, a poor exposure)
             if k < len(views):
                 views[k] = {n: uv for n, uv in views[k].items() if lost is not None and n not in lost}

@@ -16,9 +16,9 @@ from twinsim import frames
 from twinsim.hal.sim.carm import SimCArm
 from twinsim.sim import hand_held
 from twinsim.sim.world import OperatingRoom
+from twinsim.tracking.bead_phantom import CArmPhantom
+from twinsim.tracking.tools import CARM_MARKER, REFERENCE
 from twinsim.tracking.vega_sim import SimulatedVega
-from twinsim.twin.sync import CARM_MARKER, REFERENCE
-from twinsim.workflows.carm_calibration import CArmPhantom
 
 
 def place_phantom(room: OperatingRoom, vega: SimulatedVega, n_beads: int = 20, seed: int = 0, above_iso_mm: float = 90.0,

@@ -1,21 +1,33 @@
 """Open the devices a rig file names: the simulated room's, or the lab's real ones.
 
-The only module that knows both worlds; commands call it, workflows receive its interfaces.
+The only module that knows both worlds. Commands, benches and scenarios hold the :class:`RigDevices`
+(on a simulated rig its drivers and room are what evaluation code reads); the procedure receives
+only :attr:`RigDevices.devices`, the rig as ports (:mod:`twinsim.hal.ports`), through
+:func:`new_rehearsal`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from twinsim.hal.interfaces import Arm, CArm, Operator, Tracker
-from twinsim.hal.rig import TRACKED_TOOLS, LabRig, SimRig
+from twinsim.hal.ports import callable_port, port, release
+from twinsim.hal.rig import LabRig, SimRig
 from twinsim.motion.room_model import RoomModel
+from twinsim.procedure.devices import Devices
 from twinsim.procedure.tolerances import ProcedureTolerances
 from twinsim.robot.nominal import NominalPanda
+from twinsim.tracking.bead_phantom import CArmPhantom, load_phantom
 from twinsim.tracking.fiducials import RegistrationTarget, patient_registration_target
-from twinsim.workflows.carm_calibration import CArmPhantom, load_phantom
+from twinsim.tracking.tools import TRACKED_TOOLS
+
+if TYPE_CHECKING:
+    from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings, Verifier
+    from twinsim.sim.world import OperatingRoom
+    from twinsim.twin.calibration_set import CalibrationSet
 
 
 @dataclass
@@ -30,12 +42,33 @@ class RigDevices:
     room_model: RoomModel  # the room's datasheet parts (shapes, sizes) for the twin's collision world
     navigation: Arm | None = None  # the robot holding the tracker camera (its joint readings place it in the twin)
     carm_phantom: CArmPhantom | None = None  # for `twinsim calibrate carm`
-    room: Any = None  # the simulated room (sim rigs only; evaluation code may read it)
+    room: OperatingRoom | None = None  # the simulated room (sim rigs only; evaluation code may read it)
     target_level: str = ""  # the level the patient's planning data names
     tolerances: ProcedureTolerances = field(default_factory=ProcedureTolerances)  # the scene's `procedure` section
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _devices: Devices | None = None
+
+    @property
+    def devices(self) -> Devices:
+        """The rig as the twin's side sees it: every device behind a port, no room, no driver."""
+        if self._devices is None:
+            phantom = self.carm_phantom
+            if phantom is not None:
+                phantom = replace(phantom, mount=callable_port(phantom.mount), unmount=callable_port(phantom.unmount))
+            self._devices = Devices(
+                rig_name=self.rig.name, rig_kind=self.rig.kind, seed=int(getattr(self.rig, "seed", 0)),
+                arm=port(self.arm, Arm), tracker=port(self.tracker, Tracker), carm=port(self.carm, CArm),
+                operator=port(self.operator, Operator), model=self.model, registration=self.registration,
+                room_model=self.room_model, target_level=self.target_level, tolerances=self.tolerances,
+                navigation=port(self.navigation, Arm) if self.navigation is not None else None, carm_phantom=phantom)
+        return self._devices
 
     def close(self) -> None:
+        if self._devices is not None:
+            d = self._devices
+            for p in (d.arm, d.tracker, d.carm, d.operator, d.navigation,
+                      *((d.carm_phantom.mount, d.carm_phantom.unmount) if d.carm_phantom else ())):
+                release(p)
         for f in reversed(self._closers):
             try:
                 f()
@@ -63,9 +96,9 @@ def room_model(cfg: Any) -> RoomModel:
 
 
 def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
+    from twinsim.evaluation.clinician import equip
     from twinsim.hal.sim.arm import SimArm
     from twinsim.hal.sim.carm import SimCArm
-    from twinsim.hal.sim.clinician import true_landmarks_of
     from twinsim.hal.sim.clock import SimClock
     from twinsim.hal.sim.operator import SimOperator
     from twinsim.hal.sim.phantom import sim_phantom
@@ -82,12 +115,11 @@ def open_sim(rig: SimRig, progress: bool | None = None) -> RigDevices:
         operator = SimOperator(room, vega, target.landmarks_ct_mm, seed=rig.seed)
         model = NominalPanda(room.config.needle_guide)
         carm = SimCArm(room, rig.carm.size_px, rig.carm.samples, seed=rig.seed)
-        operator.true_geometry_of = carm.true_geometry
-        operator.landmarks_of_level = true_landmarks_of(room.patient)
+        equip(operator, carm, room.patient)
         navigation = SimArm(room, clock, name="navigation", obstacles=())
         dev = RigDevices(rig, arm, SimTracker(vega, clock), carm, operator, model, target, room_model(room.config),
                          navigation, sim_phantom(room, vega, carm, seed=rig.seed), room, room.config.patient.target_level,
-                         tolerances=room.config.procedure)
+                         tolerances=ProcedureTolerances.from_scene(room.config.procedure))
     except Exception:
         room.close()
         raise
@@ -132,7 +164,7 @@ def open_lab(rig: LabRig) -> RigDevices:
             closers.append(navigation.close)
         dev = RigDevices(rig, arm, tracker, carm, operator, model, patient_registration_target(patient, cfg.patient.target_level),
                          room_model(cfg), navigation, phantom, target_level=cfg.patient.target_level,
-                         tolerances=cfg.procedure)
+                         tolerances=ProcedureTolerances.from_scene(cfg.procedure))
     except Exception:
         for f in reversed(closers):
             f()
@@ -143,3 +175,14 @@ def open_lab(rig: LabRig) -> RigDevices:
 
 def open_rig(rig: SimRig | LabRig, progress: bool | None = None) -> RigDevices:
     return open_sim(rig, progress) if isinstance(rig, SimRig) else open_lab(rig)
+
+
+def new_rehearsal(dev: RigDevices, out: str | Path, settings: RehearsalSettings | None = None,
+                  calibration: CalibrationSet | None = None, verify: Verifier | None = None,
+                  plan_source: Callable[..., Any] | None = None, **kwargs: Any) -> Rehearsal:
+    """A rehearsal on ``dev`` that receives the rig's ports only; the verifier and a plan source (evaluation code
+    that reads the truth) reach it as ports too."""
+    from twinsim.procedure.rehearsal import Rehearsal, Verifier
+
+    return Rehearsal(dev.devices, Path(out), settings, calibration, port(verify, Verifier) if verify is not None else None,
+                     plan_source=callable_port(plan_source) if plan_source is not None else None, **kwargs)

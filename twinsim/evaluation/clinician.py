@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from twinsim.anatomy.patient import Patient
+from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.paths import cache_home
 from twinsim.report import write_json
+
+if TYPE_CHECKING:
+    from twinsim.hal.sim.carm import SimCArm
+    from twinsim.hal.sim.operator import SimOperator
 
 
 def true_landmarks_of(patient: Patient) -> Callable[[str], dict[str, np.ndarray]]:
@@ -48,3 +54,18 @@ def _cached(patient: Patient, level: str) -> dict[str, np.ndarray]:
     write_json(path, {"patient": patient.name, "level": level, "model": model_name,
                       "landmarks_mm": {k: np.asarray(v).tolist() for k, v in marks.items()}})
     return marks
+
+
+def click_model(geometries: Sequence[ProjectionGeometry], truth_mm: dict[str, np.ndarray], sigma_mm: float, seed: int,
+                names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The simulated clinician's clicks: each landmark where it truly projects, off by ``sigma_mm`` at the vertebra."""
+    from twinsim.evaluation.simulated_clicks import simulate_clicks
+
+    return simulate_clicks(geometries, truth_mm, sigma_mm, seed=seed, names=names).views
+
+
+def equip(operator: SimOperator, carm: SimCArm, patient: Patient) -> None:
+    """Give a simulated operator what the simulated clinician reads: true geometries, anatomy, the click model."""
+    operator.true_geometry_of = carm.true_geometry
+    operator.landmarks_of_level = true_landmarks_of(patient)
+    operator.click = click_model

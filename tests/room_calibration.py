@@ -1,4 +1,4 @@
-"""The calibration chain in the simulated room: the HAL workflow with the simulated operator.
+"""Test helper: the calibration chain in the simulated room, the HAL workflow with the simulated operator.
 
 :func:`twinsim.workflows.calibration.run_calibration` does the work; this wires it to the
 room's tracker, arm and people, and registers to the room's own CT meshes.
