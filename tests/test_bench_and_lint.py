@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -14,13 +16,21 @@ def test_scene_bench_reports_build_and_physics(tmp_path, example_patient_model):
     assert r["physics"]["steps_per_s"]["median"] > 0
     # Position control holds both arms at home while stepping.
     assert max(r["physics"]["max_joint_drift_rad"].values()) < 0.01
-    json.dumps(r)
+    assert json.loads(json.dumps(r)) == r  # the JSON the bench writes holds every figure
     assert "real-time factor" in format_scene_bench(r)
 
 
 def test_ruff_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.timeout(300)
+def test_the_twins_side_type_checks_clean(tmp_path):
+    # The files and settings are pyproject.toml's [tool.mypy]; a fresh cache so that a stale one hides nothing.
+    out = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=280)
+    assert out.returncode == 0 and "Success: no issues found" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def test_xray_bench_times_both_renderers(example):

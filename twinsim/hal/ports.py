@@ -30,6 +30,7 @@ class Port:
     """Base of every port class; ``_token`` is its one attribute."""
 
     __slots__ = ("_token",)
+    _token: int
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self._token}>"

@@ -100,12 +100,12 @@ def load_rig(path: str | Path | None = None) -> SimRig | LabRig:
     path = Path(path) if path else DEFAULT_RIG
     data = read_yaml_mapping(path, RigFileError, "rig file", f"format: {RIG_FORMAT}, kind: sim or lab, ...")
     try:
-        rig = _RigFile(rig=data).rig
+        rig = _RigFile.model_validate({"rig": data}).rig
     except ValidationError as exc:
         # The location starts with the wrapper's field and the rig's kind: not keys of the file.
         raise RigFileError(f"{path}: {validation_problems(exc, skip=2)}") from None
     base = path.resolve().parent
-    updates = {"scene": _resolve(rig.scene, base), "calibration": _resolve(rig.calibration, base)}
+    updates: dict[str, object] = {"scene": _resolve(rig.scene, base), "calibration": _resolve(rig.calibration, base)}
     if isinstance(rig, LabRig):
         updates["tracker"] = rig.tracker.model_copy(update={"tools": {k: _resolve(v, base) for k, v in rig.tracker.tools.items()}})
         updates["carm"] = rig.carm.model_copy(update={"image_folder": _resolve(rig.carm.image_folder, base),

@@ -74,7 +74,7 @@ class Watch:
         return np.asarray(frame[3][handles.index(h)], dtype=np.float64)
 
 
-def run_watched(arm: GuardedArm, waypoints_rad: Sequence[np.ndarray], watch: Watch, speed_factor: float,
+def run_watched(arm: GuardedArm, waypoints_rad: Sequence[np.ndarray] | np.ndarray, watch: Watch, speed_factor: float,
                 what: str) -> int:
     """Send a path (the guarded arm checks it first) and watch it to the end; returns the tracker frames read."""
     arm.follow_joint_path(waypoints_rad, speed_factor, asynchronous=True)

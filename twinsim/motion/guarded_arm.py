@@ -49,10 +49,11 @@ class GuardedArm:
         self._checked([q_rad], "joint move")
         self.arm.move_joints(q_rad, speed_factor, asynchronous)
 
-    def follow_joint_path(self, waypoints_rad: Sequence[np.ndarray], speed_factor: float = DEFAULT_SPEED_FACTOR,
+    def follow_joint_path(self, waypoints_rad: Sequence[np.ndarray] | np.ndarray, speed_factor: float = DEFAULT_SPEED_FACTOR,
                           asynchronous: bool = False) -> None:
-        self._checked(waypoints_rad, "joint path")
-        self.arm.follow_joint_path(waypoints_rad, speed_factor, asynchronous)
+        waypoints = [np.asarray(q, dtype=np.float64) for q in waypoints_rad]
+        self._checked(waypoints, "joint path")
+        self.arm.follow_joint_path(waypoints, speed_factor, asynchronous)
 
     def read_joints_rad(self) -> np.ndarray:
         return self.arm.read_joints_rad()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ruckig import InputParameter, Result, Ruckig, Trajectory
@@ -65,9 +66,11 @@ def _segment(q0: np.ndarray, q1: np.ndarray, speed_factor: float) -> Trajectory:
     return traj
 
 
-def time_path(waypoints_rad: Sequence[np.ndarray], speed_factor: float, samples_per_segment: int = 20) -> TimedPath:
+def time_path(waypoints_rad: Sequence[np.ndarray] | np.ndarray, speed_factor: float, samples_per_segment: int = 20) -> TimedPath:
     W = np.asarray(waypoints_rad, dtype=np.float64)
-    durations, segments, off = [], [], 0.0
+    durations: list[float] = []
+    segments: list[Any] = []  # a ruckig trajectory per segment, None where the arm stands still
+    off = 0.0
     for q0, q1 in zip(W[:-1], W[1:], strict=True):
         if np.max(np.abs(q1 - q0)) < 1e-12:
             durations.append(0.0)

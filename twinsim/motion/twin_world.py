@@ -30,6 +30,7 @@ from twinsim.motion.room_model import RoomModel
 from twinsim.robot import panda
 from twinsim.robot.bodies import box_body, compound_box_body
 from twinsim.robot.kinematics import arm_indices, link_pose_m
+from twinsim.robot.tools import NeedleGuideConfig, TrackerCameraConfig
 
 OPERATION = "operation robot"
 GUIDE_LINKS = ("needle_guide", panda.TOOL_TIP_LINK)
@@ -82,10 +83,11 @@ class PathCheck:
     def describe(self) -> str:
         if self.ok:
             return f"clear ({self.configurations} configurations, closest {self.min_clearance_mm:.1f} mm)"
-        return f"at waypoint {self.waypoint:.2f} of the path: {self.contact.describe()}"
+        what = self.contact.describe() if self.contact is not None else "a contact"
+        return f"at waypoint {self.waypoint:.2f} of the path: {what}"
 
 
-def densify(waypoints_rad: Sequence[np.ndarray], max_step_rad: float) -> tuple[np.ndarray, np.ndarray]:
+def densify(waypoints_rad: Sequence[np.ndarray] | np.ndarray, max_step_rad: float) -> tuple[np.ndarray, np.ndarray]:
     """Configurations along straight joint segments no more than ``max_step_rad`` apart, and where each lies (index + fraction)."""
     W = np.asarray(waypoints_rad, dtype=np.float64)
     qs, where = [W[0]], [0.0]
@@ -125,7 +127,7 @@ class TwinWorld:
         self.names[body] = name
         return body
 
-    def _load_robot(self, name: str, tool: object, T_ref_base_m: np.ndarray, fixed: bool) -> int:
+    def _load_robot(self, name: str, tool: NeedleGuideConfig | TrackerCameraConfig, T_ref_base_m: np.ndarray, fixed: bool) -> int:
         p, q = frames.transform_to_pose(T_ref_base_m)
         body = pb.loadURDF(str(panda.panda_urdf(tool)), p, q, useFixedBase=fixed, physicsClientId=self.client)
         self._add(body, name)
@@ -237,7 +239,7 @@ class TwinWorld:
                                 np.asarray(c[5]) * 1000.0)
         return worst, closest
 
-    def check_path(self, waypoints_rad: Sequence[np.ndarray]) -> PathCheck:
+    def check_path(self, waypoints_rad: Sequence[np.ndarray] | np.ndarray) -> PathCheck:
         """Check straight joint segments through ``waypoints_rad`` densely; stops at the first configuration too close."""
         t0 = time.perf_counter()
         qs, where = densify(waypoints_rad, self.settings.max_step_rad)

@@ -14,6 +14,7 @@ Units: millimetres throughout, in whatever frame the surface is given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import open3d as o3d
@@ -21,6 +22,11 @@ import open3d as o3d
 from twinsim.anatomy.meshing import raycasting_scene
 from twinsim.errors import TwinsimError
 from twinsim.frames import perpendicular_basis
+
+
+def _tensor(a: np.ndarray) -> Any:
+    """float32 points or rays as an Open3D tensor on the CPU (its stubs want dtype and device named)."""
+    return o3d.core.Tensor(np.ascontiguousarray(a, dtype=np.float32), o3d.core.Dtype.Float32, o3d.core.Device("CPU:0"))
 
 
 class PathGeometryError(TwinsimError, ValueError):
@@ -82,18 +88,18 @@ class BoneSurface:
         self.scene = raycasting_scene(v, f)
 
     def inside(self, points_mm: np.ndarray) -> np.ndarray:
-        q = o3d.core.Tensor(np.asarray(points_mm, dtype=np.float32).reshape(-1, 3))
+        q = _tensor(np.asarray(points_mm, dtype=np.float32).reshape(-1, 3))
         return self.scene.compute_occupancy(q, nsamples=3).numpy() > 0.5
 
     def distance(self, points_mm: np.ndarray) -> np.ndarray:
-        q = o3d.core.Tensor(np.asarray(points_mm, dtype=np.float32).reshape(-1, 3))
+        q = _tensor(np.asarray(points_mm, dtype=np.float32).reshape(-1, 3))
         return self.scene.compute_distance(q).numpy().astype(np.float64)
 
     def ray_hit_mm(self, origins_mm: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """Distance along each unit direction to the first surface crossing (inf where none)."""
         o = np.asarray(origins_mm, dtype=np.float64).reshape(-1, 3)
         d = np.broadcast_to(np.asarray(directions, dtype=np.float64).reshape(-1, 3), o.shape)
-        rays = o3d.core.Tensor(np.hstack([o, d]).astype(np.float32))
+        rays = _tensor(np.hstack([o, d]).astype(np.float32))
         return self.scene.cast_rays(rays)["t_hit"].numpy().astype(np.float64)
 
     def clearance(self, entry_mm: np.ndarray, target_mm: np.ndarray, dock_mm: float = 5.0, step_mm: float = 0.5,
@@ -103,7 +109,7 @@ class BoneSurface:
         if length < 1e-6:
             raise PathGeometryError("entry and target coincide: a path needs a direction")
         u = (target - entry) / length
-        depths = np.arange(min(dock_mm, length), length + 1e-9, step_mm)
+        depths: np.ndarray = np.arange(min(dock_mm, length), length + 1e-9, step_mm)
         if depths[-1] < length - 1e-6:
             depths = np.append(depths, length)
         pts = entry + depths[:, None] * u
@@ -117,7 +123,7 @@ class BoneSurface:
         outside = ~self.inside(pts)
         if outside.any():
             # The axis has left the bone: the breach is the way it went out, from the nearest surface point to the axis.
-            q = o3d.core.Tensor(pts[outside].astype(np.float32))
+            q = _tensor(pts[outside].astype(np.float32))
             closest = self.scene.compute_closest_points(q)["points"].numpy().astype(np.float64)
             away = pts[outside] - closest
             away -= (away @ u)[:, None] * u

@@ -58,7 +58,7 @@ def load_reconstruction(path: str | Path, model: ShapeModel | None = None) -> Fi
     model = model or load_model(str(d["model"]))
     if len(b) > model.n_modes:
         raise ReconstructionFileError(f"reconstruction file {path} has {len(b)} shape coefficients; model {model.name} has {model.n_modes}")
-    images = [_resolve(p, path.parent) for p in d.get("image_paths", d.get("images", []))]
+    images = [_resolve(p, path.parent) for p in (d.get("image_paths") or d.get("images") or [])]
     return FittedVertebra.from_model(model, T, b, str(d.get("level", "")), str(d["frame"]), images)
 
 

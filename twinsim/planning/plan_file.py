@@ -73,7 +73,8 @@ def load_plan(path: str | Path) -> tuple[VertebraPlan, dict[str, Any]]:
     if not isinstance(paths, dict) or sorted(paths) != sorted(SIDES):
         raise PlanFileError(f"plan file {path}: 'paths' must hold exactly 'left' and 'right'")
     try:
-        settings = PlanSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("settings", {}).items()})
+        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.get("settings", {}).items()}
+        settings = PlanSettings(**values)
     except (TypeError, PlanSettingsError) as exc:
         raise PlanFileError(f"plan file {path}: unknown or malformed settings ({exc})") from exc
     out = {}

@@ -40,6 +40,7 @@ from twinsim.procedure.steps import Outcome, ProcedureLog, Step, StepFailed, Ste
 from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
 from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
+from twinsim.tracking.carm_calibration import CArmCalibrationResult
 from twinsim.tracking.markers import MarkerError, load_marker
 from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
@@ -166,12 +167,13 @@ class Rehearsal:
         }
 
     def _action(self, step: Step) -> Callable[[StepRecord], dict[str, Any] | None]:
-        return {
+        actions: dict[Step, Callable[[StepRecord], dict[str, Any] | None]] = {
             Step.CALIBRATION: self._calibrate, Step.XRAYS: self._xrays, Step.LANDMARKS: self._landmarks,
             Step.RECONSTRUCTION: self._reconstruct, Step.PLAN: self._plan, Step.SURVEY: self._survey, Step.REACH: self._reach,
             Step.GUIDE_LEFT: lambda rec: self._place("left", rec), Step.GUIDE_RIGHT: lambda rec: self._place("right", rec),
             Step.REREGISTRATION: self._reregister_base, Step.HOME: self._home, Step.VERIFICATION: self._verification,
-        }[step]
+        }
+        return actions[step]
 
     def _next(self, step: Step) -> Step | None:
         """The step after ``step`` done: the registration steps in order, then each guide not yet placed, home,
@@ -202,11 +204,12 @@ class Rehearsal:
         step: Step | None = Step.CALIBRATION
         try:
             while step is not None:
+                current: Step = step
                 try:
-                    self.log.run(str(step), self._titles()[step], self._action(step))
-                    step = self._next(step)
+                    self.log.run(str(current), self._titles()[current], self._action(current))
+                    step = self._next(current)
                 except StepFailed as exc:
-                    step = self._after_failure(step, exc)
+                    step = self._after_failure(current, exc)
                     if step is None:
                         raise
             self.log.outcome = Outcome.COMPLETED
@@ -229,14 +232,67 @@ class Rehearsal:
                 self.world.close()
         return self.log
 
+    # The state each step after the first needs; asking before the step that makes it is a bug, said plainly.
+    @property
+    def _reg(self) -> Registration:
+        if self.reg is None:
+            raise RehearsalError("the X-rays have not been taken yet: no registration")
+        return self.reg
+
+    @property
+    def _planner(self) -> MotionPlanner:
+        if self.planner is None:
+            raise RehearsalError("the twin's collision world has not been built yet (survey)")
+        return self.planner
+
+    @property
+    def _guarded(self) -> GuardedArm:
+        if self.guarded is None:
+            raise RehearsalError("the guarded arm has not been set up yet (survey)")
+        return self.guarded
+
+    @property
+    def _cal(self) -> CalibrationSet:
+        if self.cal is None:
+            raise RehearsalError("no calibration yet")
+        return self.cal
+
+    @property
+    def _the_plan(self) -> VertebraPlan:
+        if self._reg.plan is None:
+            raise RehearsalError("no plan yet")
+        return self._reg.plan
+
+    @property
+    def _envelope(self) -> PatientEnvelope:
+        if self._reg.envelope is None:
+            raise RehearsalError("the patient envelope has not been surveyed yet")
+        return self._reg.envelope
+
+    @property
+    def _clicks(self) -> Clicks:
+        if self._reg.clicks is None:
+            raise RehearsalError("no landmarks marked yet")
+        return self._reg.clicks
+
+    @property
+    def _carm_calibration(self) -> CArmCalibrationResult:
+        if self._cal.carm is None:
+            raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
+        return self._cal.carm
+
+    @property
+    def _check_mm(self) -> float:
+        return float(self.s.calibration_check_mm or self.tol.calibration_check_mm)
+
     @property
     def succeeded(self) -> bool:
         return self.log.outcome is Outcome.COMPLETED
 
     # ---- steps ---------------------------------------------------------------------------
     def _home(self, rec: StepRecord) -> dict[str, Any]:
-        watch = Watch(self.dev.tracker, self.reg.T_cam_ref_mm)
-        self._move(self.planner.plan("back to the start", self.dev.arm.read_joints_rad(), self.q_start), watch, rec)
+        watch = Watch(self.dev.tracker, self._reg.T_cam_ref_mm)
+        self._move(self._planner.plan("back to the start", self.dev.arm.read_joints_rad(), self.q_start), watch, rec)
         return {}
 
     def _calibrate(self, rec: StepRecord) -> dict[str, Any]:
@@ -252,16 +308,16 @@ class Rehearsal:
             self.cal, source = cal, "measured now"
         else:
             source = "loaded"
-        if self.cal.carm is None:
+        if self._cal.carm is None:
             raise CalibrationError("the calibration has no C-arm section: run `twinsim calibrate carm`")
         gap = self._guide_gap_mm()
         figures: dict[str, Any] = {"source": source}
-        if gap > self.s.calibration_check_mm:
+        if gap > self._check_mm:
             # The cart is wheeled to each patient: the base may stand elsewhere than at calibration while the
             # tool calibrations (hand-eye, guide, pointer) still hold. Its flange marker says where it is now.
             moved = self._reregister_base(None)["base_moved_in_ref_mm"]
             gap_after = self._guide_gap_mm()
-            if gap_after > self.s.calibration_check_mm:
+            if gap_after > self._check_mm:
                 raise CalibrationError(f"the needle guide is seen {gap:.1f} mm from where the calibration and the joints put "
                                        f"it, {gap_after:.1f} mm with the base registered again from its flange marker (limit "
                                        f"{self.s.calibration_check_mm:g} mm): this calibration is not this room's; run `twinsim calibrate`")
@@ -270,7 +326,7 @@ class Rehearsal:
         return {**figures, "guide_tip_tracked_vs_joints_mm": gap}
 
     def _guide_gap_mm(self) -> float:
-        state = TwinSync(self.dev.tracker, self.dev.arm, self.dev.model, self.cal).update()
+        state = TwinSync(self.dev.tracker, self.dev.arm, self.dev.model, self._cal).update()
         if NEEDLE_MARKER in state.missing:
             raise TrackingLost("cannot check the calibration against the room: the needle guide (or the patient reference) "
                                "is not tracked; clear the camera's line of sight to both")
@@ -280,7 +336,7 @@ class Rehearsal:
         dev = self.dev
         acqs, images = [], []
         for k, v in enumerate(self.s.views):
-            acq = acquire_tracked(dev.carm, dev.tracker, self.cal.carm, v, operator=dev.operator)
+            acq = acquire_tracked(dev.carm, dev.tracker, self._carm_calibration, v, operator=dev.operator)
             stem = f"xray_{k}_{v.name.replace(' ', '')}"
             written = acq.save(self.out / "xrays", stem)
             rec.outputs += [str(p) for p in written]
@@ -293,14 +349,14 @@ class Rehearsal:
                 "carm_source_ref_mm": [np.linalg.inv(a.geometry.T_source_frame_mm)[:3, 3].round(1).tolist() for a in acqs]}
 
     def _landmarks(self, rec: StepRecord) -> dict[str, Any]:
-        acqs = self.reg.acquisitions
+        acqs = self._reg.acquisitions
         if self.s.clicks_file is not None:
             clicks = load_clicks(self.s.clicks_file, n_views=len(acqs))
             source = str(self.s.clicks_file)
         else:
             clicks = Clicks(self.dev.operator.mark_landmarks(acqs, self.level, CLICKABLE), self.level)
             source = "marked by the operator"
-        self.reg.clicks = clicks
+        self._reg.clicks = clicks
         rec.outputs.append(str(clicks.save(self.out / "clicks.json")))
         counts = [len(v) for v in clicks.views]
         common = set(clicks.views[0]) & set(clicks.views[1])
@@ -316,12 +372,12 @@ class Rehearsal:
         from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
         from twinsim.shape.model import load_model
 
-        model = self.reg.model = load_model(default_model_name(self.level))
-        r = reconstruct(model, self.reg.acquisitions, self.reg.clicks, self.s.fit_settings or FitSettings(),
+        model = self._reg.model = load_model(default_model_name(self.level))
+        r = reconstruct(model, self._reg.acquisitions, self._clicks, self.s.fit_settings or FitSettings(),
                         progress=bool(self.progress))
-        self.reg.reconstruction = r
+        self._reg.reconstruction = r
         rec.outputs.append(str(save_reconstruction(self.out / f"{self.level}_reconstruction.json", r, self.level,
-                                                   self.reg.image_paths)))
+                                                   self._reg.image_paths)))
         return {"model": model.name, "loss": r.loss, "initial_loss": r.initial_loss, "runs": r.runs,
                 "landmark_rms_sigma": r.landmark_rms_sigma, "fit_s": r.wall_s}
 
@@ -329,15 +385,15 @@ class Rehearsal:
         from twinsim.planning.picture import write_plan_picture
         from twinsim.planning.plan_file import save_plan
 
-        r = self.reg.reconstruction
-        marks = self.reg.model.annotation_points(r.vertices_mm)
-        self.reg.landmarks = marks
+        r = self._reg.reconstruction
+        marks = self._reg.model.annotation_points(r.vertices_mm)
+        self._reg.landmarks = marks
         plan = (self.plan_source(self) if self.plan_source is not None
                 else plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame))
-        self.reg.plan = plan
+        self._reg.plan = plan
         rec.outputs.append(str(save_plan(self.out / f"{self.level}_plan.json", plan, self.level, {"procedure": "rehearsal"})))
         rec.outputs.append(str(write_plan_picture(self.out / f"{self.level}_plan.png", plan, r.vertices_mm, r.faces, marks,
-                                                  self.reg.acquisitions,
+                                                  self._reg.acquisitions,
                                                   title=f"{self.level} plan on the reconstruction (frame {r.frame})")))
         figures = {side: {"min_clearance_mm": p.min_clearance_mm, "length_mm": p.length_mm, "safe": bool(p.safe),
                           "reasons": list(p.reasons)} for side, p in plan.paths.items()}
@@ -352,25 +408,25 @@ class Rehearsal:
         for _ in self.dev.operator.trace_surface(surface, n):
             try:
                 T = idx.pose_in(read_frames(self.dev.tracker, self.s.frames_per_touch), "pointer", REFERENCE)
-                pts.append(frames.transform_points(T, self.cal.pointer_tip_mm))
+                pts.append(frames.transform_points(T, self._cal.pointer_tip_mm))
             except TrackingLost:
                 continue  # an occluded touch is dropped; the models check they have enough
         return np.array(pts).reshape(-1, 3)
 
     def _survey(self, rec: StepRecord) -> dict[str, Any]:
         dev, m = self.dev, self.dev.room_model
-        up = self.cal.T_ref_base[:3, 2]  # the robot stands upright on the floor
-        floor = self.cal.T_ref_base[:3, 3] - up * m.base_height_m["operation"] * 1000.0
-        marks = self.reg.landmarks
+        up = self._cal.T_ref_base[:3, 2]  # the robot stands upright on the floor
+        floor = self._cal.T_ref_base[:3, 3] - up * m.base_height_m["operation"] * 1000.0
+        marks = self._reg.landmarks
         superior = marks["superior_endplate_centre"] - marks["inferior_endplate_centre"]
-        skin = self._touches("skin", self.s.skin_points)
+        skin = self._touches("skin", self.s.skin_points or self.tol.skin_touches)
         table = TableModel.under_patient(skin, floor, up, superior, m.table_top_height_m * 1000.0, m.table_width_m * 1000.0,
                                          m.table_length_m * 1000.0)
         envelope = PatientEnvelope.from_touches(skin, table)
-        self.reg.table, self.reg.envelope = table, envelope
+        self._reg.table, self._reg.envelope = table, envelope
         if self.world is not None:
             self.world.close()
-        world = TwinWorld(m, self.cal.T_ref_base, table, self.s.clearance)
+        world = TwinWorld(m, self._cal.T_ref_base, table, self.s.clearance)
         grown = envelope.padded(self.tol.envelope_padding_mm)
         world.set_envelope(grown, grown.continuations(table, self.tol.envelope_continuation_mm))
         world.park_carm()  # rolled away after the X-rays
@@ -381,10 +437,10 @@ class Rehearsal:
             with NominalPanda(m.tracker_camera) as cam_model:
                 q_nav = dev.navigation.read_joints_rad()
                 T_base_cam = cam_model.fk_m(q_nav, panda.CAMERA_LINK)
-            world.set_navigation(frames.invert(self.reg.T_cam_ref_mm), q_nav, T_base_cam)
+            world.set_navigation(frames.invert(self._reg.T_cam_ref_mm), q_nav, T_base_cam)
             nav = "from the tracker and its joint readings"
         self.world = world
-        self.planner = MotionPlanner(world, dev.model, self.cal.T_flange_tool, self.s.speed_factor, seed=self.s.seed)
+        self.planner = MotionPlanner(world, dev.model, self._cal.T_flange_tool, self.s.speed_factor, seed=self.s.seed)
         self.guarded = GuardedArm(dev.arm, world, self.motion_log)
         # The check's speed on this twin: a 200-waypoint trajectory from where the robot stands (median of 5).
         q = dev.arm.read_joints_rad()
@@ -397,22 +453,22 @@ class Rehearsal:
                                         "bodies": len(world.bodies) + 1}}
 
     def _reach(self, rec: StepRecord) -> dict[str, Any]:
-        plan = self.reg.plan
+        plan = self._the_plan
         q_now = self.dev.arm.read_joints_rad()
         # From here every motion keeps the guide's marker in the tracker's view in the twin, as the interlock will ask.
-        self.planner.sight = self._sight_line()
+        self._planner.sight = self._sight_line()
         self.docks, problems = {}, {}
         for side in SIDES:
             p = plan.paths[side]
             try:
-                self.docks[side] = plan_dock(self.planner, side, p.entry_mm, p.target_mm, self.reg.envelope, [q_now],
-                                             self.s.dock, self.planner.sight)
+                self.docks[side] = plan_dock(self._planner, side, p.entry_mm, p.target_mm, self._envelope, [q_now],
+                                             self.s.dock, self._planner.sight)
             except Unreachable as exc:
                 problems[side] = exc.reason
         if problems:
             paths = {s: (plan.paths[s].entry_mm, plan.paths[s].target_mm) for s in SIDES}
-            sources = [np.linalg.inv(a.geometry.T_source_frame_mm) for a in self.reg.acquisitions]
-            best, tried = search_placement(self.planner, paths, self.reg.envelope, sources, [q_now], self.s.placement, self.s.dock)
+            sources = [np.linalg.inv(a.geometry.T_source_frame_mm) for a in self._reg.acquisitions]
+            best, tried = search_placement(self._planner, paths, self._envelope, sources, [q_now], self.s.placement, self.s.dock)
             self.recommendation = best
             self.log.recommendation = {"why": problems, "candidates_tried": tried,
                                        **(best.summary() if best else {"advice": "no placement tried reaches both paths"})}
@@ -438,18 +494,18 @@ class Rehearsal:
             reference = load_marker(REFERENCE).spheres_mm  # ref is the reference marker's own frame
         except MarkerError:
             reference = None
-        T_ref_tool = self.planner.tool_pose_mm(self.dev.arm.read_joints_rad())
-        return SightLine(frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self.reg.T_cam_ref_mm), spheres,
+        T_ref_tool = self._planner.tool_pose_mm(self.dev.arm.read_joints_rad())
+        return SightLine(frames.invert(T_ref_tool) @ T_ref_marker, frames.invert(self._reg.T_cam_ref_mm), spheres,
                          max_blind_frames=self.tol.max_blind_frames, rim_mm=self.tol.sight_rim_mm,
                          reference_spheres_ref_mm=reference)
 
     def _move(self, motion: PlannedMotion, watch: Watch, rec: StepRecord) -> None:
-        frames_read = run_watched(self.guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)
+        frames_read = run_watched(self._guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)
         rec.figures.setdefault("motions", []).append({**motion.summary(), "tracker_frames_during": frames_read})
 
     def _place(self, side: str, rec: StepRecord) -> dict[str, Any]:
-        dev, dock, planner = self.dev, self.docks[side], self.planner
-        watch = Watch(dev.tracker, self.reg.T_cam_ref_mm)
+        dev, dock, planner = self.dev, self.docks[side], self._planner
+        watch = Watch(dev.tracker, self._reg.T_cam_ref_mm)
         watch.check_reference(read_frames(dev.tracker, 10), f"before the {side} guide")
         motions = [planner.plan(f"{side}: to the approach pose", dev.arm.read_joints_rad(), dock.q_approach_rad)]
         self._move(motions[-1], watch, rec)
@@ -457,15 +513,15 @@ class Rehearsal:
                                          dock.T_dock_mm))
         self._move(motions[-1], watch, rec)
         watch.check_reference(read_frames(dev.tracker, 10), f"at the {side} dock")
-        sync = TwinSync(dev.tracker, self.guarded, dev.model, self.cal)
+        sync = TwinSync(dev.tracker, self._guarded, dev.model, self._cal)
         res = sync.move_tool(dock.T_dock_mm, closed_loop=True)
-        p = self.reg.plan.paths[side]
+        p = self._the_plan.paths[side]
         placed = GuidePlacement(side, dock, motions, res.measured_ref_mm[-1], res.measured_axis_ref[-1], res.iterations,
                                 res.converged, p.entry_mm, p.target_mm)
         if self.verify is not None:
             placed.truth = self.verify.guide(self, placed)
         self.placed[side] = placed
-        figures = {"tracked_tip_error_mm": res.measured_error_mm[-1], "tracked_axis_error_deg": res.measured_axis_error_deg[-1],
+        figures: dict[str, Any] = {"tracked_tip_error_mm": res.measured_error_mm[-1], "tracked_axis_error_deg": res.measured_axis_error_deg[-1],
                    "closed_loop_iterations": res.iterations, "converged": res.converged, "insertion_mm": dock.insertion_mm}
         if placed.truth is not None:
             figures["truth"] = placed.truth
@@ -481,11 +537,13 @@ class Rehearsal:
         f = read_frames(dev.tracker, 30)
         T_ref_fm = ToolIndex(dev.tracker).pose_in(f, "operation_flange", REFERENCE)
         T_base_flange = frames.scale_translation(dev.model.fk_m(dev.arm.read_joints_rad(), panda.FLANGE_LINK), 1000.0)
-        old = self.cal.T_ref_base.copy()
-        self.cal = replace(self.cal, T_ref_base=T_ref_fm @ frames.invert(self.cal.T_flange_marker) @ frames.invert(T_base_flange))
-        return {"base_moved_in_ref_mm": float(np.linalg.norm(self.cal.T_ref_base[:3, 3] - old[:3, 3]))}
+        old = self._cal.T_ref_base.copy()
+        self.cal = replace(self._cal, T_ref_base=T_ref_fm @ frames.invert(self._cal.T_flange_marker) @ frames.invert(T_base_flange))
+        return {"base_moved_in_ref_mm": float(np.linalg.norm(self._cal.T_ref_base[:3, 3] - old[:3, 3]))}
 
     def _verification(self, rec: StepRecord) -> dict[str, Any]:
+        if self.verify is None:
+            raise RehearsalError("verification needs a verifier (simulation only)")
         figures = self.verify.confirm(self, self.out)
         rec.outputs += figures.pop("outputs", [])
         return {"per_guide": {side: g.truth for side, g in self.placed.items()}, **figures}

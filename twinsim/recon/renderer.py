@@ -178,16 +178,18 @@ def render(means_mm: torch.Tensor, covars_mm2: torch.Tensor, cameras: Sequence[C
         raise RenderError(f"need means (N, 3) and covariances (N, 3, 3), got {tuple(means_mm.shape)} and {tuple(covars_mm2.shape)}")
     if solid_weight and faces is None:
         raise RenderError("the solid image needs the mesh faces")
+    normals = areas = centre = None
     which = resolve_backend(backend, means_mm.device)
-    if solid_weight:
+    if solid_weight and faces is not None:
         normals, areas = surface_elements(means_mm, faces)
         centre = means_mm.mean(dim=0)
     out = []
     for cam in cameras:
         cam = cam.to(means_mm.device, means_mm.dtype)
         means2d, conics, radii = _project(means_mm, covars_mm2, cam, which)
-        w = shell_weight * peak_line_integrals(means_mm, covars_mm2, cam) if shell_weight else 0.0
-        if solid_weight:
+        w = (shell_weight * peak_line_integrals(means_mm, covars_mm2, cam) if shell_weight
+             else torch.zeros(len(means_mm), dtype=means_mm.dtype, device=means_mm.device))
+        if solid_weight and normals is not None and areas is not None and centre is not None:
             ref = (cam.viewmat[:3, :3] @ centre + cam.viewmat[:3, 3]).norm()
             w = w + solid_weight * solid_weights(means_mm, normals, areas, conics, cam, ref)
         out.append(accumulate_tiles(means2d, conics, radii, w, cam.width_px, cam.height_px, tile_px))

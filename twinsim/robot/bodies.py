@@ -19,7 +19,7 @@ def box_body(client: int, size_m: Sequence[float], center_m: Sequence[float], rg
                               physicsClientId=client)
 
 
-def compound_box_body(client: int, boxes: list[tuple[np.ndarray, np.ndarray, Sequence[float]]],
+def compound_box_body(client: int, boxes: Sequence[tuple[np.ndarray, np.ndarray, Sequence[float]]],
                       T_world_body: np.ndarray, frame_links: dict[str, np.ndarray] | None = None) -> tuple[int, dict[str, int]]:
     """One static body made of boxes ``(size_m, T_body_box, rgba)``, placed at ``T_world_body``.
 

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from twinsim import frames
-from twinsim.hal import Arm
+from twinsim.hal import Arm, Tracker
 from twinsim.robot import panda
 from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet
@@ -69,7 +69,7 @@ class MoveResult:
 
 
 class TwinSync:
-    def __init__(self, tracker: object, arm: Arm, model: KinematicModel, calibration: CalibrationSet,
+    def __init__(self, tracker: Tracker, arm: Arm, model: KinematicModel, calibration: CalibrationSet,
                  n_frames: int = 20, settle_frames: int = 3) -> None:
         self.tracker, self.arm, self.model, self.cal = tracker, arm, model, calibration
         self.tools = ToolIndex(tracker)

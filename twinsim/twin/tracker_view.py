@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.hal.errors import ToolMissing
+from twinsim.hal.interfaces import Tracker
 
 MIN_TRACKED_FRACTION = 0.5  # of the frames averaged; fewer and the tool counts as lost
 
@@ -49,7 +50,7 @@ def mean_pose(poses_mm: np.ndarray, what: str = "tool") -> np.ndarray:
 class ToolIndex:
     """Port handle by tool name, from the tracker's tool descriptions."""
 
-    def __init__(self, tracker: object) -> None:
+    def __init__(self, tracker: Tracker) -> None:
         handles, names = tracker.get_tool_descriptions()
         self.handle = {str(n): int(h) for h, n in zip(handles, names, strict=True)}
 
