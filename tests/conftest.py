@@ -1,5 +1,6 @@
-"""Shared fixtures. Every test session meshes the example patient from scratch in its own cache,
-so the real pipeline runs each time (about half a minute on 2 cores)."""
+"""Shared fixtures. Every test run meshes the example patient from scratch in its own cache, so the real
+pipeline runs each time (about half a minute on 2 cores); the run's xdist workers share that cache,
+and the first to need the patient meshes it while the other waits for it."""
 
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
-_SESSION_CACHE = tempfile.mkdtemp(prefix="twinsim-test-cache-")
+# The controller (or a run without xdist) makes the run's cache; the workers it starts inherit the variable.
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["TWINSIM_TEST_RUN_CACHE"] = tempfile.mkdtemp(prefix="twinsim-test-cache-")
+_SESSION_CACHE = os.environ.get("TWINSIM_TEST_RUN_CACHE") or tempfile.mkdtemp(prefix="twinsim-test-cache-")
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # Each session (and each xdist worker) meshes into its own cache; a few hundred MB left behind per run otherwise.
-    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+    # Only the process that made it removes it (a few hundred MB left behind per run otherwise).
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +46,15 @@ def example():
 
 @pytest.fixture(scope="session")
 def example_patient_model(example):
+    from filelock import FileLock
+
     from twinsim.anatomy.patient import build_patient
 
-    return build_patient(example.ct, example.labels, example.label_table, name=example.name,
-                         cache_dir=Path(_SESSION_CACHE) / "patients", progress=False)
+    cache = Path(_SESSION_CACHE) / "patients"
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / "example.lock")):  # one worker meshes, the other then reads the cache
+        return build_patient(example.ct, example.labels, example.label_table, name=example.name, cache_dir=cache,
+                             progress=False)
 
 
 @pytest.fixture(scope="session")

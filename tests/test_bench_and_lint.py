@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_scene_bench_reports_build_and_physics(tmp_path, example_patient_model):
     from twinsim.bench.scene import format_scene_bench, run_scene_bench
 
@@ -33,6 +34,7 @@ def test_the_twins_side_type_checks_clean(tmp_path):
     assert out.returncode == 0 and "Success: no issues found" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_xray_bench_times_both_renderers(example):
     from twinsim.bench.xray import format_xray_bench, run_xray_bench
 

@@ -2,14 +2,13 @@
 
 import time
 
+import franky  # a hard dependency (franky-control): a broken install fails here, it is not skipped
 import numpy as np
 import pytest
 
 from twinsim.bench.peers import franky_sim, loopback_address
 from twinsim.hal import Arm, ConnectionLost, HalError, LimitViolation, MotionAborted
 from twinsim.hal.real.franky_arm import FrankyArm, translate_franky_error
-
-franky = pytest.importorskip("franky")
 
 
 @pytest.fixture(scope="module")

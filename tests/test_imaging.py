@@ -187,6 +187,7 @@ def test_independent_renderer_agrees_on_geometry(example, example_ct, drr_render
     assert np.corrcoef(drr_renderer.line_integrals(geom).ravel(), ref.ravel())[0, 1] > 0.99
 
 
+@pytest.mark.slow
 def test_cli_xray_writes_images_sidecars_and_contact_sheet(tmp_path, example_patient_model):
     import subprocess
     import sys

@@ -90,6 +90,7 @@ def mapping(example_patient_model):
     return run_mapping_bench(n_points=5, progress=False, patient=example_patient_model, xray_views=None)
 
 
+@pytest.mark.slow
 def test_mapping_bench_meets_the_targets_with_margin(mapping, tmp_path):
     r = mapping
     assert len(r["points"]) == 5 and r["failed_points"] == 0

@@ -46,8 +46,7 @@ def surveyed(example_patient_model, tmp_path_factory):
 
     rig = load_rig(None)
     dev = open_rig(rig, progress=False)
-    r = new_rehearsal(dev, tmp_path_factory.mktemp("rehearsal"), RehearsalSettings(), load_calibration(rig.calibration), None,
-                  echo=lambda s: None)
+    r = new_rehearsal(dev, tmp_path_factory.mktemp("rehearsal"), RehearsalSettings(), load_calibration(rig.calibration), None)
     r.log.run("calibration", "calibration", r._calibrate)
     room = dev.room
     T_ref_ct = frames.invert(true_T_world_ref_mm(dev.tracker.vega)) @ frames.scale_translation(room.T_world_ct, 1000.0)

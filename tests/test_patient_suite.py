@@ -70,6 +70,7 @@ def test_suite_file_is_read_and_checked(tmp_path):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_bench_patients_records_refusals_and_plans_on_the_second_ct(tmp_path, example_patient_model):
     """A short suite: a target the example CT cuts (refused, not crashed) and tptbox's sample, planned only."""
     import json

@@ -14,6 +14,8 @@ from twinsim.anatomy.degrade import Degradation, degraded_patient_files
 from twinsim.bench.patient_suite import scene_for
 from twinsim.sim.scene_config import DEFAULT_SCENE, SceneConfigError
 
+pytestmark = pytest.mark.slow  # degraded CTs are built and meshed: a minute and more
+
 # Short versions: each variant is also cut inside T10, so that only T11-L1 (and the skin) are meshed.
 LUMBAR = {"cut_level": "T10"}
 VARIANTS = {
@@ -121,7 +123,7 @@ def test_a_rehearsal_on_a_degraded_ct_runs_end_to_end(variants, tmp_path):
     short = FitSettings(iterations=(25, 15, 10), restarts=0)
     with open_rig(rig, progress=False) as dev:
         reh = new_rehearsal(dev, tmp_path / "out", RehearsalSettings(seed=0, fit_settings=short), None,
-                        SimVerifier(dev, "L1"), echo=lambda s: None)
+                        SimVerifier(dev, "L1"))
         log = reh.run()
     steps = {s.name: s.state for s in log.steps}
     assert steps["calibration"] == "done" and steps["reconstruction"] == "done", log.summary

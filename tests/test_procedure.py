@@ -54,7 +54,7 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
     fast = FitSettings(iterations=(25, 15, 10), restarts=0)  # the fit's accuracy is not what this test is about
     with open_rig(rig, progress=False) as dev:
         r = new_rehearsal(dev, tmp_path, RehearsalSettings(fit_settings=fast), load_calibration(rig.calibration),
-                      SimVerifier(dev, "L1"), echo=lambda s: None)
+                      SimVerifier(dev, "L1"))
         reach = r._reach
         bumped = []
 

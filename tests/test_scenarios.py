@@ -101,7 +101,7 @@ def test_a_fault_that_should_stop_the_robot_fails_the_scenario_when_the_interloc
     sc = load_scenario(tmp_path / "sc.yaml")
     # The tracking interlock switched off: a guide lost for any number of frames no longer stops the arm.
     monkeypatch.setattr(rehearsal, "Watch", functools.partial(Watch, max_lost_frames=10**9))
-    res = run_scenario(sc, tmp_path / "run", echo=lambda s: None)
+    res = run_scenario(sc, tmp_path / "run")
     assert not res.passed and res.got.startswith("stopped at guide right"), res.got
     assert any("stop at guide left" in p for p in res.problems), res.problems
     occlusion = res.faults[0]

@@ -24,6 +24,7 @@ from twinsim.commands import (
     xray,
 )
 from twinsim.errors import TwinsimError
+from twinsim.logs import configure
 
 DESCRIPTION = """\
 twinsim: a simulation-first digital twin for robot-assisted vertebroplasty.
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    configure()
     try:
         return int(args.func(args))
     except TwinsimError as exc:

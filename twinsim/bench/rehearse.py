@@ -29,6 +29,7 @@ from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import CArmView
 from twinsim.hal.rig import SimRig, load_rig
 from twinsim.imaging.views import sample_view_pairs
+from twinsim.logs import quiet
 from twinsim.planning.planner import PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
@@ -173,14 +174,14 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 plan_source = geoplan_source(verifier, sigma, case_seed) if source == "geoplan" else None
                 reh = new_rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
                                 RehearsalSettings(views=pair, seed=case_seed, plan=plan or PlanSettings()), cal, verifier,
-                                echo=lambda s: None,
                                 plan_source=plan_source)
                 # Every case starts from the same room: a case that stopped mid-motion left the arm where it stopped.
                 dev.arm.put_back(physical_home)
                 dev.carm.park()
                 dev.tracker.refill()
                 t0 = time.perf_counter()
-                reh.run()
+                with quiet("twinsim.procedure"):  # the cases' steps are not news; the bar counts them
+                    reh.run()
                 cal = reh.cal  # the first case may have calibrated: the rest reuse it
                 rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
                                    **_case_row(reh, time.perf_counter() - t0, verifier)})

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+
+from twinsim.logs import quiet
 
 DESCRIPTION = """\
 run: each scenario is a rehearsal in the simulated room with faults put in (occlusion, patient
@@ -71,7 +74,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     results = []
     for k, sc in enumerate(scenarios, 1):
         print(f"[{k}/{len(scenarios)}] {sc.name}: expect {sc.expect.outcome}", flush=True)
-        res = run_scenario(sc, out / sc.name, echo=print if args.verbose else (lambda s: None))
+        with contextlib.nullcontext() if args.verbose else quiet("twinsim.procedure"):  # each step only with -v
+            res = run_scenario(sc, out / sc.name)
         results.append(res)
         print(f"      {'PASS' if res.passed else 'FAIL'}: {res.got} ({res.wall_s:.0f} s)"
               + ("".join(f"\n      - {p}" for p in res.problems)), flush=True)

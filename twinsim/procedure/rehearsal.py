@@ -118,7 +118,7 @@ class Verifier(Protocol):
 
 class Rehearsal:
     def __init__(self, dev: Devices, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
-                 verify: Verifier | None = None, echo: Callable[[str], None] = print, progress: bool | None = None,
+                 verify: Verifier | None = None, progress: bool | None = None,
                  plan_source: Callable[[Rehearsal], VertebraPlan] | None = None) -> None:
         """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
         self.dev, self.out = dev, Path(out)
@@ -134,7 +134,7 @@ class Rehearsal:
         self.verify = verify
         self.progress = progress
         self.level = self.s.level or dev.target_level
-        self.log = ProcedureLog(self.out / "rehearsal.json", echo=echo)
+        self.log = ProcedureLog(self.out / "rehearsal.json")
         self.log.meta = {"rig": dev.rig_name, "rig_kind": dev.rig_kind, "level": self.level,
                          "views": [v.name for v in self.s.views], "seed": self.s.seed}
         self.motion_log = MotionLog()

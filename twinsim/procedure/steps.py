@@ -10,6 +10,7 @@ reason and the error's type: readers compare these, never the text.
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 from twinsim.report import write_json
 
 FORMAT = "twinsim-rehearsal/2"
+log = logging.getLogger(__name__)
 
 
 class Step(StrEnum):
@@ -87,7 +89,6 @@ class ProcedureLog:
     outcome: Outcome = Outcome.RUNNING
     stop: Stop | None = None
     recommendation: dict[str, Any] | None = None
-    echo: Callable[[str], None] = print
     on_step: Callable[[str, str], None] | None = None  # (step name, "start" | "end"): scripted scenarios hook here
 
     def write(self) -> Path:
@@ -114,7 +115,7 @@ class ProcedureLog:
         self.steps.append(rec)
         self.write()
         n = len(self.steps)
-        self.echo(f"[{n:>2}] {title} ...")
+        log.info(f"[{n:>2}] {title} ...")
         t0 = time.perf_counter()
         try:
             if self.on_step is not None:
@@ -129,5 +130,5 @@ class ProcedureLog:
             self.write()
             if self.on_step is not None:
                 self.on_step(name, "end")
-            self.echo(f"[{n:>2}] {title}: {rec.state} in {rec.seconds:.1f} s" + (f" - {rec.error}" if rec.error else ""))
+            log.info(f"[{n:>2}] {title}: {rec.state} in {rec.seconds:.1f} s" + (f" - {rec.error}" if rec.error else ""))
         return rec

@@ -112,7 +112,7 @@ def _plan_settings(sc: Scenario) -> Any:
     return PlanSettings(**(sc.plan.model_dump(exclude_none=True) if sc.plan else {}))
 
 
-def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
+def run_scenario(sc: Scenario, out: Path,
                  prepare: Callable[[Any], None] | None = None) -> ScenarioResult:
     """``prepare(rehearsal)``: a test's hook before the run (e.g. to disable an interlock and see the scenario fail)."""
     from twinsim.evaluation.placement_truth import SimVerifier
@@ -140,7 +140,7 @@ def run_scenario(sc: Scenario, out: Path, echo: Callable[[str], None] = print,
             settings = RehearsalSettings(level=sc.level, views=faults.views(_views(sc)), seed=sc.seed, fit_settings=fit,
                                          plan=_plan_settings(sc))
             faults.before()
-            r = new_rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), echo=echo, progress=False)
+            r = new_rehearsal(dev, out, settings, cal, SimVerifier(dev, sc.level or dev.target_level), progress=False)
             r.log.on_step = faults.on_step
             r.log.meta["scenario"] = {"name": sc.name, "file": str(sc.path) if sc.path else None, "expected": expected}
             if prepare is not None:

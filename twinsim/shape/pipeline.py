@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.report import table, write_figure
 from twinsim.shape.model import ShapeModel, load_model
 from twinsim.shape.sources import ShapeDataError, load_template, load_training_shapes
+
+log = logging.getLogger(__name__)
 
 LICENCES = {
     "verse": "VerSe 2020 (CC BY-SA 4.0) via madsendennis/how-to-shape-model (Apache-2.0)",
@@ -63,13 +66,13 @@ def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
     for name in models:
         shapes = load_training_shapes(data_dir, name)
         persons = [s.person for s in shapes]
-        print(f"building {name} model from {len(shapes)} shapes of {len(set(persons))} people: "
+        log.info(f"building {name} model from {len(shapes)} shapes of {len(set(persons))} people: "
               f"{', '.join(s.name for s in shapes)}")
         t0 = time.perf_counter()
         # The example CT is test data: refuse any training shape that is one of its vertebrae.
         held_out = check_held_out(((s.name, SurfaceMesh(s.vertices_mm, s.faces)) for s in shapes),
                                   _example_neighbours(MODEL_LEVELS[name]))
-        print(f"held-out check: every shape at least {min(held_out.values()):.2f} mm from the example CT's vertebrae")
+        log.info(f"held-out check: every shape at least {min(held_out.values()):.2f} mm from the example CT's vertebrae")
         if name in THORACIC_TEMPLATE_LEVEL:
             template = remeshed_template(load_ctacardio(data_dir, (THORACIC_TEMPLATE_LEVEL[name],))[0], reference)
         else:
@@ -108,12 +111,12 @@ def build(data_dir: Path, out_dir: Path, models: list[str]) -> int:
         model.provenance["correspondence_mean_mm"] = corr
         path = model.save(Path(out_dir) / f"ssm_{name}.npz")
         rms = model.std_mm / np.sqrt(len(model.mean_mm))
-        print(table(["mode", "variance %", "cumulative %", "RMS vertex shift at 1 SD (mm)"],
+        log.info(table(["mode", "variance %", "cumulative %", "RMS vertex shift at 1 SD (mm)"],
                     [[k + 1, f"{100 * v:.1f}", f"{100 * c:.1f}", f"{s:.2f}"]
                      for k, (v, c, s) in enumerate(zip(model.variance_ratio, np.cumsum(model.variance_ratio), rms, strict=True))]))
-        print(f"correspondence: registered template to raw surface, mean distance {np.mean(list(corr.values())):.3f} mm "
+        log.info(f"correspondence: registered template to raw surface, mean distance {np.mean(list(corr.values())):.3f} mm "
               f"(worst {max(corr.values()):.3f} mm, {max(corr, key=corr.get)})")
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {model.provenance['build_seconds']:.0f} s")
+        log.info(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {model.provenance['build_seconds']:.0f} s")
     return 0
 
 
@@ -125,7 +128,7 @@ def reannotate(folder: Path, models: list[str]) -> int:
         m = load_model(name, folder)
         m.annotations, m.paths = annotate(m.mean_mm, m.faces, model_variants(m.mean_mm, m.modes, m.std_mm))
         path = m.save(Path(folder) / f"ssm_{name}.npz")
-        print(f"re-annotated {path}: {', '.join(sorted(m.annotations))}")
+        log.info(f"re-annotated {path}: {', '.join(sorted(m.annotations))}")
     return 0
 
 

@@ -6,6 +6,7 @@ the workflow that asked only sees the tracker frames and joint readings taken at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from twinsim.sim.world import OperatingRoom, mesh_in_world_m
 from twinsim.tracking.calibration import pivot_motion
 from twinsim.tracking.vega_sim import SimulatedVega
 
+log = logging.getLogger(__name__)
 ClickModel = Callable[[Sequence[ProjectionGeometry], dict[str, np.ndarray], float, int, Sequence[str]], list[dict[str, np.ndarray]]]
 
 
@@ -52,7 +54,7 @@ class SimOperator:
 
     def say(self, message: str) -> None:
         if self.verbose:
-            print(f"[operator] {message}")
+            log.info(f"[operator] {message}")
 
     def _pointer(self) -> hand_held.SimulatedTool:
         return hand_held.tool(self.vega, "pointer")
