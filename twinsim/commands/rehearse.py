@@ -96,10 +96,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"twinsim rehearse: {rig.name} ({rig.kind}), level {settings.level or dev.target_level}, views "
               f"{', '.join(v.name for v in settings.views)}; calibration {'from ' + str(rig.calibration) if cal else 'measured now'}")
         r = new_rehearsal(dev, out, settings, cal, verify)
-        log = r.run()
+        record = r.run()
+    log = record.log
     rows = [[i + 1, s.title, s.state, f"{s.seconds:.1f}"] for i, s in enumerate(log.steps)]
     print(table(["#", "step", "state", "s"], rows))
-    for side, g in r.placed.items():
+    for side, g in record.placed.items():
         if g.truth:
             t = g.truth
             print(f"{side} guide: needle tip {t['tip_error_mm']:.2f} mm from the planned target, axis {t['axis_error_deg']:.2f} deg; "
@@ -110,5 +111,5 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"placement: {log.recommendation.get('advice')}")
     print(f"outcome: {log.summary}")
     print(f"wrote {log.path} and {log.meta.get('report_page', '(no page: ' + log.meta.get('report_page_error', '') + ')')}")
-    return 0 if r.succeeded else 1
+    return 0 if record.succeeded else 1
 

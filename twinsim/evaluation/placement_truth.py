@@ -16,7 +16,7 @@ calibration, tracking, the C-arm calibration, the reconstruction, the plan, the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from twinsim.robot import panda
 from twinsim.shape.model import load_model
 from twinsim.sim.hand_held import measured_pose_m, tool
 from twinsim.tracking.tools import REFERENCE
+
+if TYPE_CHECKING:
+    from twinsim.procedure.rehearsal import GuidePlacement, RehearsalRecord
 
 
 def true_T_world_ref_mm(vega: Any) -> np.ndarray:
@@ -55,7 +58,7 @@ class SimVerifier:
     def T_ct_ref_mm(self) -> np.ndarray:
         return frames.invert(frames.scale_translation(self.room.T_world_ct, 1000.0)) @ true_T_world_ref_mm(self.vega)
 
-    def guide(self, rehearsal: Any, placed: Any) -> dict[str, Any]:
+    def guide(self, record: RehearsalRecord, placed: GuidePlacement) -> dict[str, Any]:
         T_ref_world = frames.invert(true_T_world_ref_mm(self.vega))
         T = T_ref_world @ frames.scale_translation(self.room.link_pose("operation", panda.TOOL_TIP_LINK), 1000.0)
         tip, axis = T[:3, 3], T[:3, 2]
@@ -67,7 +70,7 @@ class SimVerifier:
         line_ct = (frames.transform_points(T_ct_ref, foot), frames.transform_points(T_ct_ref, needle_tip))
         skin_ct = frames.transform_points(T_ct_ref, tip)
         self.needles_ct[placed.side] = (skin_ct, line_ct[1])
-        truth = self.truth(rehearsal.s.plan)
+        truth = self.truth(record.settings.plan)
         scored = truth.score({placed.side: line_ct})[placed.side]
         planned = truth.score({placed.side: (frames.transform_points(T_ct_ref, placed.planned_entry_mm),
                                              frames.transform_points(T_ct_ref, placed.planned_target_mm))})[placed.side]
@@ -78,14 +81,14 @@ class SimVerifier:
                 "tip_in_body": scored["tip_in_body"], "safe_in_truth": scored["safe_in_truth"],
                 "plan_safe_in_truth": planned["safe_in_truth"], "plan_clearance_in_truth_mm": planned["clearance_mm"]}
 
-    def confirm(self, rehearsal: Any, out: Path) -> dict[str, Any]:
+    def confirm(self, record: RehearsalRecord, out: Path) -> dict[str, Any]:
         """Two X-rays at the rehearsal's views with the needles drawn in as steel cannulas (true geometry)."""
         import matplotlib.pyplot as plt
 
         carm = self.dev.carm
-        radius = 0.5 * rehearsal.s.plan.cannula_diameter_mm
-        fig, axes = plt.subplots(1, len(rehearsal.s.views), figsize=(5 * len(rehearsal.s.views), 5.2))
-        for ax, v in zip(np.atleast_1d(axes), rehearsal.s.views, strict=True):
+        radius = 0.5 * record.settings.plan.cannula_diameter_mm
+        fig, axes = plt.subplots(1, len(record.settings.views), figsize=(5 * len(record.settings.views), 5.2))
+        for ax, v in zip(np.atleast_1d(axes), record.settings.views, strict=True):
             carm.move_to(CArmView(f"confirm {v.name}", v.lao_deg, v.cranial_deg))
             acq = carm.acquire()
             true = type(acq)(acq.image, carm.true_geometry(acq), acq.window, acq.view, acq.meta)
@@ -94,4 +97,4 @@ class SimVerifier:
             ax.axis("off")
         carm.park()  # rolled away again after the confirmation shots
         path = write_figure(fig, out / "confirmation_xrays.png")
-        return {"outputs": [str(path)], "confirmation_views": [v.name for v in rehearsal.s.views]}
+        return {"outputs": [str(path)], "confirmation_views": [v.name for v in record.settings.views]}

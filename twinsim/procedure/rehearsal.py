@@ -111,15 +111,35 @@ class GuidePlacement:
 class Verifier(Protocol):
     """Evaluation code given to a simulated rehearsal: it reads the truth, the procedure never does."""
 
-    def guide(self, rehearsal: Rehearsal, placed: GuidePlacement) -> dict[str, Any]: ...
+    def guide(self, record: RehearsalRecord, placed: GuidePlacement) -> dict[str, Any]: ...
 
-    def confirm(self, rehearsal: Rehearsal, out: Path) -> dict[str, Any]: ...
+    def confirm(self, record: RehearsalRecord, out: Path) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RehearsalRecord:
+    """What a rehearsal has produced so far, typed: what the report page, the benches, the scenarios and the
+    verifier read. A snapshot of the rehearsal's results, never a handle to drive it."""
+
+    log: ProcedureLog
+    settings: RehearsalSettings
+    level: str
+    registration: Registration | None
+    docks: dict[str, DockPlan]
+    placed: dict[str, GuidePlacement]
+    reregistrations: int
+    calibration: CalibrationSet | None
+    world: TwinWorld | None  # the twin's collision world as it stood (the report draws it)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.log.outcome is Outcome.COMPLETED
 
 
 class Rehearsal:
     def __init__(self, dev: Devices, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
                  verify: Verifier | None = None, progress: bool | None = None,
-                 plan_source: Callable[[Rehearsal], VertebraPlan] | None = None) -> None:
+                 plan_source: Callable[[RehearsalRecord], VertebraPlan] | None = None) -> None:
         """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
         self.dev, self.out = dev, Path(out)
         self.tol = tol = dev.tolerances
@@ -199,7 +219,12 @@ class Rehearsal:
             return Step.REREGISTRATION
         return None
 
-    def run(self) -> ProcedureLog:
+    @property
+    def record(self) -> RehearsalRecord:
+        return RehearsalRecord(self.log, self.s, self.level, self.reg, dict(self.docks), dict(self.placed),
+                               self.reregistrations, self.cal, self.world)
+
+    def run(self) -> RehearsalRecord:
         t0 = time.perf_counter()
         step: Step | None = Step.CALIBRATION
         try:
@@ -224,13 +249,13 @@ class Rehearsal:
             try:
                 from twinsim.procedure.report_page import write_report_page
 
-                self.log.meta["report_page"] = str(write_report_page(self, self.out / "rehearsal.png"))
+                self.log.meta["report_page"] = str(write_report_page(self.record, self.out / "rehearsal.png"))
             except Exception as exc:  # noqa: BLE001 (a failed picture must not hide how the procedure ended)
                 self.log.meta["report_page_error"] = f"{type(exc).__name__}: {exc}"
             self.log.write()
             if self.world is not None:
                 self.world.close()
-        return self.log
+        return self.record
 
     # The state each step after the first needs; asking before the step that makes it is a bug, said plainly.
     @property
@@ -388,7 +413,7 @@ class Rehearsal:
         r = self._reg.reconstruction
         marks = self._reg.model.annotation_points(r.vertices_mm)
         self._reg.landmarks = marks
-        plan = (self.plan_source(self) if self.plan_source is not None
+        plan = (self.plan_source(self.record) if self.plan_source is not None
                 else plan_vertebra(r.vertices_mm, r.faces, marks, self.s.plan, frame=r.frame))
         self._reg.plan = plan
         rec.outputs.append(str(save_plan(self.out / f"{self.level}_plan.json", plan, self.level, {"procedure": "rehearsal"})))
@@ -519,7 +544,7 @@ class Rehearsal:
         placed = GuidePlacement(side, dock, motions, res.measured_ref_mm[-1], res.measured_axis_ref[-1], res.iterations,
                                 res.converged, p.entry_mm, p.target_mm)
         if self.verify is not None:
-            placed.truth = self.verify.guide(self, placed)
+            placed.truth = self.verify.guide(self.record, placed)
         self.placed[side] = placed
         figures: dict[str, Any] = {"tracked_tip_error_mm": res.measured_error_mm[-1], "tracked_axis_error_deg": res.measured_axis_error_deg[-1],
                    "closed_loop_iterations": res.iterations, "converged": res.converged, "insertion_mm": dock.insertion_mm}
@@ -544,6 +569,6 @@ class Rehearsal:
     def _verification(self, rec: StepRecord) -> dict[str, Any]:
         if self.verify is None:
             raise RehearsalError("verification needs a verifier (simulation only)")
-        figures = self.verify.confirm(self, self.out)
+        figures = self.verify.confirm(self.record, self.out)
         rec.outputs += figures.pop("outputs", [])
         return {"per_guide": {side: g.truth for side, g in self.placed.items()}, **figures}

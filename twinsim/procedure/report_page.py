@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pybullet as pb
@@ -14,19 +14,23 @@ from twinsim import frames
 from twinsim.planning.picture import SIDE_COLOURS, with_cannulas
 from twinsim.report import write_figure
 
+if TYPE_CHECKING:
+    from twinsim.procedure.rehearsal import RehearsalRecord
+    from twinsim.procedure.steps import StepRecord
+
 STATE_MARK = {"done": "ok", "failed": "FAILED", "running": "...", "pending": ""}
 
 
-def twin_view(rehearsal: Any, size_px: tuple[int, int] = (640, 480)) -> np.ndarray | None:
+def twin_view(record: RehearsalRecord, size_px: tuple[int, int] = (640, 480)) -> np.ndarray | None:
     """The twin's collision world rendered from above the patient's right, the robot at its last docked
     configuration and both planned needle lines drawn as thin rods (PyBullet's software renderer)."""
-    world = rehearsal.world
-    if world is None or rehearsal.reg is None or rehearsal.reg.plan is None:
+    world = record.world
+    if world is None or record.registration is None or record.registration.plan is None:
         return None
     c = world.client
     rods = []
-    for side, p in rehearsal.reg.plan.paths.items():
-        dock = rehearsal.docks.get(side)
+    for side, p in record.registration.plan.paths.items():
+        dock = record.docks.get(side)
         start = dock.T_dock_mm[:3, 3] if dock is not None else p.entry_mm - p.axis * 60.0
         length = float(np.linalg.norm(p.target_mm - start))
         mid = (start + p.target_mm) / 2 * 1e-3
@@ -34,17 +38,17 @@ def twin_view(rehearsal: Any, size_px: tuple[int, int] = (640, 480)) -> np.ndarr
         rgba = (0.85, 0.15, 0.15, 1) if side == "left" else (0.15, 0.3, 0.9, 1)
         vis = pb.createVisualShape(pb.GEOM_CYLINDER, radius=0.0025, length=length * 1e-3, rgbaColor=rgba, physicsClientId=c)
         rods.append(pb.createMultiBody(0, -1, vis, mid.tolist(), frames.matrix_to_quat_xyzw(R).tolist(), physicsClientId=c))
-    placed = list(rehearsal.placed.values())
+    placed = list(record.placed.values())
     if placed:
         world.set_joints(placed[-1].dock.q_dock_rad)
-    elif rehearsal.docks:
-        world.set_joints(next(iter(rehearsal.docks.values())).q_dock_rad)
-    target = rehearsal.reg.plan.paths["left"].target_mm * 1e-3
+    elif record.docks:
+        world.set_joints(next(iter(record.docks.values())).q_dock_rad)
+    target = record.registration.plan.paths["left"].target_mm * 1e-3
     up = world.table.up if world.table is not None else np.array([0.0, 0.0, 1.0])
     base = world.T_ref_base_m[:3, 3]
-    side = base - target
-    side = side - (side @ up) * up
-    eye = target + side / np.linalg.norm(side) * 1.3 + up * 1.0
+    across = base - target
+    across = across - (across @ up) * up
+    eye = target + across / np.linalg.norm(across) * 1.3 + up * 1.0
     view = pb.computeViewMatrix(eye.tolist(), target.tolist(), up.tolist(), physicsClientId=c)
     proj = pb.computeProjectionMatrixFOV(45, size_px[0] / size_px[1], 0.05, 6.0, physicsClientId=c)
     img = pb.getCameraImage(size_px[0], size_px[1], view, proj, renderer=pb.ER_TINY_RENDERER, physicsClientId=c)[2]
@@ -53,13 +57,14 @@ def twin_view(rehearsal: Any, size_px: tuple[int, int] = (640, 480)) -> np.ndarr
     return np.asarray(img, dtype=np.uint8).reshape(size_px[1], size_px[0], 4)[:, :, :3]
 
 
-def write_report_page(rehearsal: Any, path: str | Path) -> Path:
+def write_report_page(record: RehearsalRecord, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
-    log, reg = rehearsal.log, rehearsal.reg
+    log, reg = record.log, record.registration
     fig = plt.figure(figsize=(16, 10))
     gs = fig.add_gridspec(2, 3, height_ratios=[1.15, 1.0])
     acqs = reg.acquisitions if reg is not None else []
+    plan = reg.plan if reg is not None else None
     for k in range(2):
         ax = fig.add_subplot(gs[0, k])
         ax.axis("off")
@@ -67,17 +72,17 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
             ax.set_title("(no X-ray)")
             continue
         a = acqs[k]
-        img = with_cannulas(a, reg.plan) if reg.plan is not None else a.image
+        img = with_cannulas(a, plan) if plan is not None else a.image
         ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-        if reg.plan is not None:
-            for side, p in reg.plan.paths.items():
+        if plan is not None:
+            for side, p in plan.paths.items():
                 uv = a.geometry.project(np.array([p.entry_mm, p.target_mm]))
                 ax.plot(uv[:, 0], uv[:, 1], "-", color=SIDE_COLOURS[side], lw=1, alpha=0.7, label=f"{side} path")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_title(f"X-ray {a.view.get('name', k) if isinstance(a.view, dict) else k} with the plan")
     ax3 = fig.add_subplot(gs[0, 2])
     ax3.axis("off")
-    img3 = twin_view(rehearsal)
+    img3 = twin_view(record)
     if img3 is not None:
         ax3.imshow(img3)
     ax3.set_title("the twin: collision world, guide docked, both needle lines")
@@ -106,7 +111,7 @@ def write_report_page(rehearsal: Any, path: str | Path) -> Path:
     return write_figure(fig, path)
 
 
-def _step_figures(step: Any) -> str:
+def _step_figures(step: StepRecord) -> str:
     f = step.figures
     if "truth" in f:
         t = f["truth"]

@@ -145,10 +145,11 @@ def run_scenario(sc: Scenario, out: Path,
             r.log.meta["scenario"] = {"name": sc.name, "file": str(sc.path) if sc.path else None, "expected": expected}
             if prepare is not None:
                 prepare(r)
-            log = r.run()
+            record = r.run()
         finally:
             faults.close()
-    got, problems, figures = judge(sc, log, r.placed, r.reregistrations)
+    log = record.log
+    got, problems, figures = judge(sc, log, record.placed, record.reregistrations)
     problems += [f"the {k} fault never took effect (its trigger never came)" for k in faults.never_fired()]
     return ScenarioResult(sc, expected, got, not problems, problems, figures, faults.summary(),
                           log.meta.get("report_page"), time.perf_counter() - t0)
