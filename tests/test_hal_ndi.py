@@ -39,7 +39,7 @@ def _same_pose(T_driver, T_sim):
 def test_room_poses_through_the_real_driver_equal_the_simulated_trackers(tmp_path, room):
     # `room` builds the example patient into this session's cache, which the peer process reuses.
     log = tmp_path / "frames.jsonl"
-    with vega_peer(log=log) as peer:
+    with vega_peer(log=log, bx=True) as peer:  # BX: float32 on the wire, so the poses compare exactly
         tracker = open_ndi_tracker(_config(peer.port), tool_names=TOOLS)
         assert implements(tracker, Tracker) == []
         handles, names = tracker.get_tool_descriptions()
@@ -62,6 +62,35 @@ def test_room_poses_through_the_real_driver_equal_the_simulated_trackers(tmp_pat
             assert any(np.isfinite(P).all() and _same_pose(T, P) for P in sim.values())
             compared += 1
     assert compared >= 20 * 3  # most tools are in the tracker's view in the default room
+
+
+@pytest.mark.timeout(180)
+def test_the_stock_driver_reads_serve_vega_with_its_default_settings(tmp_path, room):
+    # No twinsim code on the client side: scikit-surgerynditracker's NDITracker as anyone would use it.
+    from sksurgerynditracker.nditracker import NDITracker
+
+    log = tmp_path / "frames.jsonl"
+    with vega_peer(log=log) as peer:
+        tracker = NDITracker(_config(peer.port))
+        tracker.start_tracking()
+        got = [tracker.get_frame() for _ in range(50)]
+        tracker.stop_tracking()
+        tracker.close()
+    served = _log(log)
+    assert len(served) == 50
+    compared = 0
+    for f, s in zip(got, served, strict=True):
+        sim = {int(h): np.array([[np.nan if v is None else v for v in row] for row in P])
+               for h, P in zip(s["handles"], s["poses"], strict=True)}
+        for handle, T in zip(f[0], f[3], strict=True):
+            T, P = np.asarray(T), sim[int(handle)]
+            if not np.isfinite(P).all():
+                assert np.isnan(T[:3]).all()  # hidden in the simulation: NaN from the driver, never a stale pose
+                continue
+            # TX: positions in 0.01 mm steps, quaternions in 1e-4 steps.
+            assert np.allclose(T[:3, 3], P[:3, 3], atol=0.006) and np.allclose(T[:3, :3], P[:3, :3], atol=4e-4)
+            compared += 1
+    assert compared >= 50 * 3
 
 
 def _serve(port, hide, firmware, ready):

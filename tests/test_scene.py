@@ -176,9 +176,3 @@ def test_cli_help_and_errors(tmp_path):
     assert bad.returncode == 2
     assert "scene file not found" in bad.stderr and "Traceback" not in bad.stderr
 
-
-def test_cli_scene_writes_snapshot(tmp_path, example_patient_model):
-    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scene", "-o", str(tmp_path)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "L1" in out.stdout and "COLLIDING" not in out.stdout
-    assert (tmp_path / "scene.png").stat().st_size > 10_000

@@ -1,5 +1,7 @@
 """twinsim as an installed wheel: built from this tree, installed into a fresh venv, run outside the repository.
 
+It is also the test of `twinsim scene` on the command line.
+
 The fresh venv reads its dependencies (torch, open3d, pybullet ...) from the development venv's
 site-packages, listed in a plain ``.pth`` line, so that the test takes seconds instead of a full
 install; twinsim itself comes only from the wheel, with its assets, rigs and scenarios as package
@@ -64,6 +66,7 @@ def test_the_wheel_runs_help_scene_and_a_short_rehearsal(installed):
     assert out.returncode == 0 and "bench" in out.stdout, out.stderr
     out = _run(env_dir, work, "scene", "-o", "scene_out")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "L1" in out.stdout and "COLLIDING" not in out.stdout  # the room's report: target, no robot touching
     assert (work / "scene_out" / "scene.png").stat().st_size > 10_000
     # A short rehearsal: the shipped scenario that calibrates, takes both X-rays and stops safely at the landmarks.
     scenario = site / "twinsim" / "_data" / "scenarios" / "missing-landmarks.yaml"

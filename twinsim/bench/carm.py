@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from twinsim import frames
 from twinsim.report import table, write_json
+from twinsim.tracking.tools import REFERENCE
 
 
 def _pose_error(T: np.ndarray, T_true: np.ndarray) -> tuple[float, float]:
@@ -53,7 +54,7 @@ def main(out: Path, seeds: list[int], size_px: int = 256, shots: str | None = No
             run = calibrate_carm_views(carm, SimTracker(vega, SimClock()), beads_ref, carm.bead_radius_mm, sdd_true + 8.0, T_nom)
             room.set_carm_angles(room.config.carm.lao_deg, room.config.carm.cranial_deg)
             cal = run.result
-            T_world_ref = measured_pose_m(tool(vega, "patient_reference"))
+            T_world_ref = measured_pose_m(tool(vega, REFERENCE))
             target = frames.transform_points(frames.invert(T_world_ref), room.target_world_m()[None]) * 1000.0
             target_px = []
             for shot in run.shots:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from twinsim.report import table, write_json
+from twinsim.tracking.tools import TRACKED_TOOLS
 
 
 def _median_us(f: Callable[[], Any], n: int, repeats: int) -> tuple[float, list[float]]:
@@ -101,8 +102,8 @@ def main(out: Path, repeats: int = 7) -> int:
             moves.append(time.perf_counter() - t0)
         franky_move_s = statistics.median(moves)
 
-    tools = ["patient_reference", "operation_flange", "needle_guide", "carm", "pointer"]
-    with vega_peer() as peer:
+    tools = list(TRACKED_TOOLS)
+    with vega_peer(bx=True) as peer:
         nt = open_ndi_tracker({"tracker type": "vega", "ip address": "127.0.0.1", "port": peer.port,
                                "romfiles": [str(MARKERS_DIR / f"{t}.rom") for t in tools]}, tool_names=tools)
         nt.start_tracking()

@@ -104,13 +104,13 @@ def franky_sim(host: str | None = None) -> Peer:
     return peer
 
 
-def vega_peer(port: int | None = None, rig: str | None = None, log: str | Path | None = None, tx: bool = False,
+def vega_peer(port: int | None = None, rig: str | None = None, log: str | Path | None = None, bx: bool = False,
               seed: int | None = None) -> Peer:
     port = port or free_port()
     argv = [sys.executable, "-m", "twinsim.cli", "serve-vega", "--port", str(port)]
     argv += ["--rig", str(rig)] if rig else []
     argv += ["--log", str(log)] if log else []
-    argv += ["--tx"] if tx else []
+    argv += ["--bx"] if bx else []
     argv += ["--seed", str(seed)] if seed is not None else []
     peer = Peer(argv, "serving the simulated Vega", f"twinsim serve-vega on port {port}")
     peer.port = port  # type: ignore[attr-defined]

@@ -40,11 +40,11 @@ def cmd_serve_vega(args: argparse.Namespace) -> int:
                     log.flush()
                 return f
 
-        peer = VegaPeer(LoggingVega(), args.host, args.port, FIRMWARE_TX if args.tx else FIRMWARE_BX)
+        peer = VegaPeer(LoggingVega(), args.host, args.port, FIRMWARE_BX if args.bx else FIRMWARE_TX)
         signal.signal(signal.SIGTERM, lambda *_: peer.kill())
         _, names = vega.get_tool_descriptions()
         print(f"serving the simulated Vega of {rig.name} ({room.config.path.name}) on {peer.address[0]}:{peer.address[1]}, "
-              f"{'TX' if args.tx else 'BX'} frames; tools: {', '.join(map(str, names))}", flush=True)
+              f"{'BX' if args.bx else 'TX'} frames; tools: {', '.join(map(str, names))}", flush=True)
         try:
             peer.serve_forever()
         except KeyboardInterrupt:
@@ -65,8 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--rig", help="a sim rig file (default: hardware/sim.yaml)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
     v.add_argument("--port", type=int, default=8765, help="TCP port (default 8765, the Vega's)")
-    v.add_argument("--tx", action="store_true", help="report firmware that scikit-surgerynditracker polls with TX (text) "
-                                                      "instead of BX (binary)")
+    v.add_argument("--bx", action="store_true", help="report a firmware that scikit-surgerynditracker polls with BX (binary, "
+                                                      "float32 poses) instead of a Vega 008's, which it polls with TX (text, "
+                                                      "0.01 mm; the default, read by the stock driver with any number of tools)")
     v.add_argument("--seed", type=int, default=None, help="tracker noise seed (default: the rig's)")
     v.add_argument("--log", help="also write every served frame (full precision) to this JSON-lines file")
     v.set_defaults(func=cmd_serve_vega)

@@ -42,7 +42,7 @@ from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
 from twinsim.tracking.carm_calibration import CArmCalibrationResult
 from twinsim.tracking.markers import MarkerError, load_marker
-from twinsim.tracking.tools import NEEDLE_MARKER, REFERENCE
+from twinsim.tracking.tools import NEEDLE_MARKER, OPERATION_FLANGE, POINTER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
 from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
@@ -432,7 +432,7 @@ class Rehearsal:
         pts = []
         for _ in self.dev.operator.trace_surface(surface, n):
             try:
-                T = idx.pose_in(read_frames(self.dev.tracker, self.s.frames_per_touch), "pointer", REFERENCE)
+                T = idx.pose_in(read_frames(self.dev.tracker, self.s.frames_per_touch), POINTER, REFERENCE)
                 pts.append(frames.transform_points(T, self._cal.pointer_tip_mm))
             except TrackingLost:
                 continue  # an occluded touch is dropped; the models check they have enough
@@ -560,7 +560,7 @@ class Rehearsal:
         """The robot's base in the moved reference, from its flange marker at one pose (hand-eye kept)."""
         dev = self.dev
         f = read_frames(dev.tracker, 30)
-        T_ref_fm = ToolIndex(dev.tracker).pose_in(f, "operation_flange", REFERENCE)
+        T_ref_fm = ToolIndex(dev.tracker).pose_in(f, OPERATION_FLANGE, REFERENCE)
         T_base_flange = frames.scale_translation(dev.model.fk_m(dev.arm.read_joints_rad(), panda.FLANGE_LINK), 1000.0)
         old = self._cal.T_ref_base.copy()
         self.cal = replace(self._cal, T_ref_base=T_ref_fm @ frames.invert(self._cal.T_flange_marker) @ frames.invert(T_base_flange))

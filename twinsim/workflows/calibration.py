@@ -30,7 +30,7 @@ from twinsim.tracking.calibration import CalibrationError, PivotResult, pivot_ca
 from twinsim.tracking.fiducials import RegistrationTarget
 from twinsim.tracking.hand_eye import hand_eye_calibrate, robot_world_calibrate
 from twinsim.tracking.registration import paired_point_register, surface_register
-from twinsim.tracking.tools import REFERENCE
+from twinsim.tracking.tools import NEEDLE_MARKER, OPERATION_FLANGE, POINTER, REFERENCE
 from twinsim.twin.calibration_set import CalibrationSet
 from twinsim.twin.sync import KinematicModel
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
@@ -62,7 +62,7 @@ def read_frames(tracker: Tracker, n: int, settle: int = SETTLE_FRAMES) -> list[t
 
 def _tip_in_ref(idx: ToolIndex, fr: list[tuple], tip_mm: np.ndarray) -> np.ndarray:
     try:
-        return frames.transform_points(idx.pose_in(fr, "pointer", REFERENCE), tip_mm)
+        return frames.transform_points(idx.pose_in(fr, POINTER, REFERENCE), tip_mm)
     except TrackingLost:
         return np.full(3, np.nan)
 
@@ -82,7 +82,7 @@ def _guide_pivot(arm: Arm, tracker: Tracker, idx: ToolIndex, model: KinematicMod
         fr = read_frames(tracker, s.frames_per_pose)
         readings.append(arm.read_joints_rad())
         try:
-            needle_cam.append(idx.pose(fr, "needle_guide"))
+            needle_cam.append(idx.pose(fr, NEEDLE_MARKER))
         except TrackingLost:
             needle_cam.append(np.full((4, 4), np.nan))
     return (pivot_calibrate(np.array(needle_cam)),
@@ -102,7 +102,7 @@ def run_calibration(arm: Arm, tracker: Tracker, model: KinematicModel, operator:
     poses = []
     for _ in operator.pivot_pointer(s.pivot_poses):
         try:
-            poses.append(idx.pose(read_frames(tracker, 1), "pointer"))
+            poses.append(idx.pose(read_frames(tracker, 1), POINTER))
         except TrackingLost:
             poses.append(np.full((4, 4), np.nan))
     piv = pivot_calibrate(np.array(poses))
@@ -145,7 +145,7 @@ def run_calibration(arm: Arm, tracker: Tracker, model: KinematicModel, operator:
             continue
         fr = read_frames(tracker, s.frames_per_pose)
         try:
-            A.append(idx.pose_in(fr, "operation_flange", REFERENCE))
+            A.append(idx.pose_in(fr, OPERATION_FLANGE, REFERENCE))
         except TrackingLost:
             continue
         B.append(frames.scale_translation(model.fk_m(arm.read_joints_rad()), 1000.0))

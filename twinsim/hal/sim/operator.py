@@ -24,6 +24,7 @@ from twinsim.robot.kinematics import IKError, solve_ik
 from twinsim.sim import hand_held
 from twinsim.sim.world import OperatingRoom, mesh_in_world_m
 from twinsim.tracking.calibration import pivot_motion
+from twinsim.tracking.tools import POINTER
 from twinsim.tracking.vega_sim import SimulatedVega
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class SimOperator:
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.fiducial_fle_mm, self.surface_touch_mm, self.verbose = fiducial_fle_mm, surface_touch_mm, verbose
-        self.true_tip_mm = np.asarray(room.config.markers["pointer"].get("tip_mm", [0.0, -160.0, -20.0]), dtype=float)
+        self.true_tip_mm = np.asarray(room.config.markers[POINTER].get("tip_mm", [0.0, -160.0, -20.0]), dtype=float)
         # The simulated clinician reading X-rays: each image's true geometry (kept by the C-arm), where the
         # landmarks truly are for a level, and how far a click lands from them (at the vertebra).
         self.true_geometry_of: Callable[[Acquisition], ProjectionGeometry] | None = None
@@ -57,7 +58,7 @@ class SimOperator:
             log.info(f"[operator] {message}")
 
     def _pointer(self) -> hand_held.SimulatedTool:
-        return hand_held.tool(self.vega, "pointer")
+        return hand_held.tool(self.vega, POINTER)
 
     def pivot_pointer(self, n_poses: int) -> Iterator[int]:
         # A divot on a 15 cm block on the table beside the patient, inside the tracker's volume.

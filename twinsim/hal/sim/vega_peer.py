@@ -22,8 +22,12 @@ import numpy as np
 from twinsim import frames
 from twinsim.tracking import ndi_protocol as ndi
 
-FIRMWARE_BX = "twinsim simulated Vega 001"  # any freeze tag but the ones sksurgerynditracker sends TX to
-FIRMWARE_TX = "Polaris Vega 008"  # sksurgerynditracker polls this firmware with TX
+# What a Polaris Vega with firmware 008 reports (its "Freeze Tag"): scikit-surgerynditracker polls it with TX, text
+# frames its stock ndicapy reads with any number of tools. The default.
+FIRMWARE_TX = "Polaris Vega 008"
+# Any other freeze tag makes the driver poll with BX, binary frames at float32 precision; ndicapy (3.7.6) fails to
+# decode a BX reply for 3 or more tools as text (twinsim's own driver wrapper tolerates it). An option: --bx.
+FIRMWARE_BX = "twinsim simulated Vega 001"
 
 
 @dataclass
@@ -37,7 +41,7 @@ class _Session:
 class VegaPeer:
     """Serves ``tracker`` (an object with sksurgery's ``get_frame`` and ``get_tool_descriptions``)."""
 
-    def __init__(self, tracker: Any, host: str = "127.0.0.1", port: int = 8765, firmware: str = FIRMWARE_BX) -> None:
+    def __init__(self, tracker: Any, host: str = "127.0.0.1", port: int = 8765, firmware: str = FIRMWARE_TX) -> None:
         self.tracker, self.firmware = tracker, firmware
         _, names = tracker.get_tool_descriptions()
         self.index = {str(n): i for i, n in enumerate(names)}
