@@ -181,6 +181,7 @@ def test_carm_calibration_in_the_room_through_the_hal(calibrated_room):
         assert np.linalg.norm(g_cal.project(target_ref_mm) - g_true.project(target_ref_mm)) < 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_reconstruction_from_tracked_xrays_meets_its_floor(calibrated_room, example_ct):
     """Two X-rays whose geometry comes from the tracker and the C-arm calibration, in ``ref``: the fit lands

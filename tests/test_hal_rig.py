@@ -108,6 +108,7 @@ def test_folder_carm_reads_dicom_and_png_with_calibrated_geometry(tmp_path):
         carm.acquire()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_calibration_through_the_hal_matches_the_direct_session(example_patient_model, tmp_path):
     from room_calibration import run_calibration as run_direct

@@ -178,6 +178,7 @@ def test_views_named_custom_and_random():
         sample_view_pairs(1, lao_range_deg=(0, 1), cranial_range_deg=(0, 1), max_tries=100)
 
 
+@pytest.mark.slow
 def test_independent_renderer_agrees_on_geometry(example, example_ct, drr_renderer):
     """diffdrr's Siddon renderer, given our geometry, draws the same picture (a mirrored one would not)."""
     from twinsim.bench.xray import DiffDRRReference, bench_geometry

@@ -61,6 +61,7 @@ def test_instance_at_zero_is_the_mean(model):
     assert np.abs(rec - model.mean_mm).max() > 0.1
 
 
+@pytest.mark.slow
 @needs_data
 def test_correspondence_quality(model):
     """Every registered template lies within 1.0 mm (mean) of its raw surface."""
@@ -163,6 +164,7 @@ def test_each_level_takes_its_regional_model():
             model_for_level(bad)
 
 
+@pytest.mark.slow
 @needs_data
 def test_the_example_ct_is_in_no_training_source(example_patient_model):
     """By content, not by name: every training shape of every source is compared with the example CT's
