@@ -13,20 +13,13 @@ from twinsim import frames
 from twinsim.bench.recon import view_geometry
 from twinsim.evaluation.simulated_clicks import simulate_clicks
 from twinsim.imaging.acquisition import Acquisition
-from twinsim.imaging.landmarks_file import LandmarksFileError
+from twinsim.imaging.landmarks_file import CLICKABLE, Clicks, LandmarksFileError, load_clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View
 from twinsim.recon import renderer as R
 from twinsim.recon.camera import RoiBox, camera_for, crop_image
 from twinsim.recon.fit import FitSettings, reconstruct, roi_box
-from twinsim.recon.initialization import (
-    CLICKABLE,
-    Clicks,
-    InitializationError,
-    initial_pose,
-    load_clicks,
-    triangulate_dlt,
-)
+from twinsim.recon.initialization import InitializationError, initial_pose, triangulate_dlt
 from twinsim.shape.model import load_model
 
 CENTRE_MM = np.array([10.0, -20.0, 30.0])

@@ -126,6 +126,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     def seed(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="seed of the cases (default 0)")
 
+    def click_sigma(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--click-sigma-mm", type=float, default=1.0,
+                       help="SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+
     def scene(p: argparse.ArgumentParser, what: str = "") -> None:
         p.add_argument("--scene", help=f"scene YAML{what} (default: the default room)")
 
@@ -159,8 +163,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_patient_arguments(p)
     p.add_argument("--levels", help="comma-separated vertebrae (default L1,T12,T11), each with its regional model")
     p.add_argument("--pairs", type=int, default=None, help="random view pairs per level (default 20; 10 with --geometry tracked)")
-    p.add_argument("--click-sigma-mm", type=float, default=1.0,
-                   help="SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+    click_sigma(p)
     p.add_argument("--cases", help="also save each level's AP+LAT images and clicks.json here (input for `twinsim reconstruct`)")
     p.add_argument("--reference-model", default="L1",
                    help="reconstruct every level whose own model differs also with this one (a name or an .npz; 'none' "
@@ -178,8 +181,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_patient_arguments(p)
     p.add_argument("--levels", help="comma-separated vertebrae (default L1,T12,T11)")
     p.add_argument("--pairs", type=int, default=20, help="random view pairs per level (default 20)")
-    p.add_argument("--click-sigma-mm", type=float, default=1.0,
-                   help="SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+    click_sigma(p)
     p.add_argument("--cases", help="save every case's images, clicks and reconstruction JSON here (input for `twinsim plan`)")
     p.add_argument("--reuse-cases", action="store_true",
                    help="take each case's reconstruction from --cases where a previous run saved it (compare planner "
@@ -220,8 +222,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="suite YAML (default: scenarios/patients/suite.yaml)")
     p.add_argument("--only", help="comma-separated patient names of the suite to run (default: all)")
     p.add_argument("--pairs", type=int, default=5, help="random view pairs per target (default 5)")
-    p.add_argument("--click-sigma-mm", type=float, default=1.0,
-                   help="SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+    click_sigma(p)
     seed(p)
 
     p = bench("envs", "the gymnasium environments' step rates and baselines, PandaReach-v3 beside them",

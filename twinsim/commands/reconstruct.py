@@ -14,8 +14,8 @@ FIT_RESTARTS = 2  # recon.fit.FitSettings().restarts, without importing torch to
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from twinsim.imaging.acquisition import load_acquisition
+    from twinsim.imaging.landmarks_file import load_clicks
     from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
-    from twinsim.recon.initialization import load_clicks
     from twinsim.recon.overlay import write_overlay
     from twinsim.recon.similarity import LOSSES
     from twinsim.report import atomic_output, table

@@ -46,8 +46,8 @@ class ViewSelectionEnv(gym.Env):
                  success_msd_mm: float = 1.5, render_mode: str | None = "rgb_array") -> None:
         from twinsim.envs.rig_session import RigSession
         from twinsim.hal.interfaces import CArmView
+        from twinsim.imaging.landmarks_file import CLICKABLE
         from twinsim.imaging.views import parse_view
-        from twinsim.recon.initialization import CLICKABLE
 
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
@@ -115,8 +115,9 @@ class ViewSelectionEnv(gym.Env):
         from twinsim.evaluation.placement_truth import SimVerifier
         from twinsim.evaluation.recon_metrics import surface_metrics
         from twinsim.hal.interfaces import CArmView
+        from twinsim.imaging.landmarks_file import Clicks
         from twinsim.recon.fit import FitSettings, reconstruct
-        from twinsim.recon.initialization import Clicks, InitializationError
+        from twinsim.recon.initialization import InitializationError
         from twinsim.workflows.tracked_xray import acquire_tracked
 
         s = self.session

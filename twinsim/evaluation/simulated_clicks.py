@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.imaging.landmarks_file import CLICKABLE, Clicks
 from twinsim.imaging.projection import ProjectionGeometry
-from twinsim.recon.initialization import CLICKABLE, Clicks
 from twinsim.shape.model import ShapeModel
 from twinsim.shape.surface_fit import fit_to_surface
 

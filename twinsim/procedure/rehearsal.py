@@ -26,6 +26,7 @@ import numpy as np
 from twinsim import frames
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.landmarks_file import CLICKABLE, Clicks, load_clicks
 from twinsim.motion.docking import DockPlan, DockSettings, plan_dock
 from twinsim.motion.envelope import PatientEnvelope, TableModel
 from twinsim.motion.execution import ReferenceMoved, Watch, run_watched
@@ -37,7 +38,6 @@ from twinsim.planning.planner import VertebraPlan, plan_vertebra
 from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.devices import Devices
 from twinsim.procedure.steps import Outcome, ProcedureLog, Step, StepFailed, StepRecord, Stop
-from twinsim.recon.initialization import CLICKABLE, Clicks, load_clicks
 from twinsim.robot import panda
 from twinsim.tracking.calibration import CalibrationError
 from twinsim.tracking.carm_calibration import CArmCalibrationResult

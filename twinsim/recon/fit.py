@@ -24,10 +24,11 @@ from tqdm import tqdm
 from twinsim import frames
 from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.imaging.acquisition import Acquisition
+from twinsim.imaging.landmarks_file import Clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.recon import RECONSTRUCTION_FORMAT
 from twinsim.recon.camera import RoiBox, camera_for, crop_image
-from twinsim.recon.initialization import Clicks, InitializationError, InitialPose, initial_pose
+from twinsim.recon.initialization import InitializationError, InitialPose, initial_pose
 from twinsim.recon.renderer import covariances, render, vertex_spacing_mm
 from twinsim.recon.similarity import GradientNCCLoss, ImageLoss, shape_prior
 from twinsim.shape.differentiable import DifferentiableInstance, axis_angle_to_matrix

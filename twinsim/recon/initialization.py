@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 from twinsim import frames
 from twinsim.errors import TwinsimError
 from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
-from twinsim.imaging.landmarks_file import BACKUP, CLICKABLE, FORMAT, Clicks, canonical_name, load_clicks  # noqa: F401
+from twinsim.imaging.landmarks_file import BACKUP, CLICKABLE, Clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.shape.model import ShapeModel
 
