@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from twinsim.bench.patient_suite import DEFAULT_SUITE, SuiteError, SuitePatient, load_suite, scene_for
 from twinsim.bench.plan import wilson_interval
+from twinsim.evaluation.realistic_clicks import Clinician
 from twinsim.report import num, table, write_figure, write_json
 
 PRE_PLAN = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
@@ -35,13 +37,14 @@ def _plan_settings(entry: SuitePatient, target: str) -> Any:
 
 
 def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
-                  sigma: float, case_dir: Path, base_scene: Path, progress: bool | None) -> dict[str, Any]:
+                  sigma: float, case_dir: Path, base_scene: Path, progress: bool | None,
+                  clinician: Clinician | None = None) -> dict[str, Any]:
     from twinsim.bench.rehearse import run_rehearse_bench
 
     scene = scene_for(base_scene, *files, target, case_dir / "scene.yaml")
     try:
         r = run_rehearse_bench(str(scene), n_pairs, seed, (sigma,), with_geoplan=False, out_dir=case_dir, progress=progress,
-                               plan=_plan_settings(entry, target))
+                               plan=_plan_settings(entry, target), clinician=clinician)
     except Exception as exc:  # the room, its calibration or the sampler refused this patient: a stop before planning
         return {"status": "stopped before any case", "reason": f"{type(exc).__name__}: {exc}", "cases": []}
     cases = next(iter(r["cases"].values()))
@@ -50,12 +53,12 @@ def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Pat
 
 
 def _plan_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
-              sigma: float, progress: bool | None) -> dict[str, Any]:
+              sigma: float, progress: bool | None, clinician: Clinician | None = None) -> dict[str, Any]:
     from twinsim.bench.plan import run_plan_bench
 
     ct, labels, lt = files
     r = run_plan_bench(ct, labels, str(lt) if lt else None, [target], n_random=n_pairs, seed=seed, click_sigma_mm=sigma,
-                       progress=progress, settings=_plan_settings(entry, target))
+                       progress=progress, settings=_plan_settings(entry, target), clinician=clinician)
     ours = r["levels"][target]["random"]["ours"]
     cases = [{"stopped_at": "reconstruction" if c.get("error") and not c["paths"] else None, "success": c["success"],
               "given_unsafe": sum(1 for p in c["paths"].values() if p.get("accepted") is not False and not p["safe_in_truth"]),
@@ -95,7 +98,8 @@ def summarize_target(row: dict[str, Any]) -> dict[str, Any]:
 
 def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: int = 0, click_sigma_mm: float = 1.0,
                        only: list[str] | None = None, out_dir: Path | None = None, progress: bool | None = None,
-                       base_scene: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                       base_scene: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+                       clinician: Clinician | None = None) -> dict[str, Any]:
     """Every patient and target of the suite; ``on_row`` gets the result so far after each (a long run keeps what it did)."""
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.patient import build_patient
@@ -126,9 +130,9 @@ def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: 
             row["files"] = {"ct": str(files[0]), "labels": str(files[1]), "label_table": str(files[2]) if files[2] else None}
             if entry.procedure == "rehearse":
                 res = _rehearse_row(entry, target, files, n_pairs, seed, click_sigma_mm, out_dir / f"{entry.name}_{target}",
-                                    base_scene or DEFAULT_SCENE, progress)
+                                    base_scene or DEFAULT_SCENE, progress, clinician)
             else:
-                res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress)
+                res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress, clinician)
             rows.append({**row, **res, "wall_s": time.perf_counter() - t0})
             if on_row is not None:
                 on_row(_result(rows, suite, seed, n_pairs, click_sigma_mm, complete=False))
@@ -205,11 +209,14 @@ def plot_patients_bench(r: dict[str, Any], path: Path) -> Path:
     return write_figure(fig, path)
 
 
-def main(suite: str | None, out: Path, n_pairs: int, seed: int, click_sigma_mm: float, only: list[str] | None) -> int:
+def main(suite: str | None, out: Path, n_pairs: int, seed: int, click_sigma_mm: float, only: list[str] | None,
+         clinician: Clinician | None = None) -> int:
+    clinician = clinician or Clinician()
     print(f"twinsim bench patients: suite {suite or DEFAULT_SUITE}; {n_pairs} random view pairs per target; clicks "
-          f"{click_sigma_mm:g} mm; seed {seed}")
+          f"{click_sigma_mm:g} mm, {clinician.kind} clinician; seed {seed}")
     r = run_patients_bench(suite, n_pairs, seed, click_sigma_mm, only, out.parent / f"{out.stem}_cases",
-                           on_row=lambda partial: write_json(out, partial))
+                           on_row=lambda partial: write_json(out, partial), clinician=clinician)
+    r["clinician"] = asdict(clinician)
     print(format_patients_bench(r))
     print(f"wrote {plot_patients_bench(r, out.with_suffix('.png'))}")
     print(f"wrote {write_json(out, r)}")

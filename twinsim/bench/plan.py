@@ -38,14 +38,15 @@ from twinsim.anatomy.patient import build_patient
 from twinsim.bench.recon import acquire, iter_summaries, view_geometry
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
-from twinsim.evaluation.simulated_clicks import simulate_clicks
+from twinsim.evaluation.realistic_clicks import Clinician, neighbour_offset_mm
 from twinsim.evaluation.surroundings import check_surroundings, with_surroundings
 from twinsim.imaging.drr import DRRRenderer
+from twinsim.imaging.landmarks_file import CLICKABLE
 from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
 from twinsim.planning.planner import plan_vertebra
 from twinsim.planning.settings import PlanSettings
+from twinsim.recon.consistency import ClickConsistencyError, checked_initial_pose
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
-from twinsim.recon.initialization import initial_pose
 from twinsim.report import num, table, write_figure, write_json
 from twinsim.shape.model import load_model
 from twinsim.shape.regions import MODEL_LEVELS
@@ -88,23 +89,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"cases": n, "successes": k, "success_rate": k / n if n else None, "success_ci95": wilson_interval(k, n),
             "paths_missing": 2 * n - len(produced), "paths_refused": sum(1 for p in produced if p["accepted"] is False),
             "accepted_but_unsafe": sum(1 for p in produced if p["accepted"] is not False and not p["safe_in_truth"]),
+            "accepted_but_unsafe_medial": sum(1 for p in produced if p["accepted"] is not False and not p["safe_in_truth"]
+                                              and p["medial_breach"]),
             "breaches": sum(p["breach"] for p in produced), "medial_breaches": sum(p["medial_breach"] for p in produced),
             "clearance_median_mm": float(np.median(clear)) if clear else None,
             "clearance_p5_mm": float(np.percentile(clear, 5)) if clear else None,
             "entry_error_median_mm": med("entry_error_mm"), "target_error_median_mm": med("target_error_mm"),
             "angle_error_median_deg": med("angle_error_deg"),
+            "mistakes_made": sum(1 for r in rows if r.get("mistake")),
+            "input_corrected": sum(1 for r in rows if str(r.get("input_check", "")).endswith("corrected")),
+            "input_refused": sum(1 for r in rows if r.get("input_refused")),
             "seconds_median": float(statistics.median(r["seconds"] for r in rows)) if rows else None}
 
 
 def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], n_random: int = 20,
                    seed: int = 0, size_px: int = 512, click_sigma_mm: float = 1.0, settings: PlanSettings | None = None,
                    progress: bool | None = None, case_dir: Path | None = None, reuse_cases: bool = False,
-                   on_level: Callable[[dict[str, Any]], None] | None = None, surroundings: str = "ct") -> dict[str, Any]:
+                   on_level: Callable[[dict[str, Any]], None] | None = None, surroundings: str = "ct",
+                   clinician: Clinician | None = None) -> dict[str, Any]:
     """All levels' results. ``reuse_cases``: take each case's reconstruction from ``case_dir`` where one was saved
     (the same seeds give the same images and clicks), so that planner settings can be compared without refitting.
     ``surroundings``: render the X-rays from the CT as it is, or with all but the level's vertebra replaced
     (:mod:`twinsim.evaluation.surroundings`), to measure what the clutter around the vertebra costs."""
     check_surroundings(surroundings)
+    clinician = clinician or Clinician()
     settings = settings or PlanSettings()
     fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
@@ -112,7 +120,7 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
     clinical = DRRRenderer(ct) if surroundings == "ct" else None  # one for every level
     results: dict[str, Any] = {"levels": {}, "plan_settings": settings.__dict__, "geoplan_settings": asdict(geo_settings),
-                               "click_sigma_mm": click_sigma_mm, "surroundings": surroundings, "image_px": size_px, "seed": seed, "random_pairs": n_random}
+                               "click_sigma_mm": click_sigma_mm, "clinician": asdict(clinician), "surroundings": surroundings, "image_px": size_px, "seed": seed, "random_pairs": n_random}
     pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
     for level in levels:
         model = load_model(default_model_name(level))
@@ -125,6 +133,8 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
         per: dict[str, Any] = {"model": model.name, "stress": level not in MODEL_LEVELS[model.name],
                                "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
                                                 for s, p in true_v.ceiling.paths.items()}}
+        bone = patient.vertebra(level) if clinician.kind == "realistic" else None
+        neighbour = neighbour_offset_mm(patient.vertebrae, level) if bone is not None else None
         bar = tqdm(total=sum(len(v) for v in pairs.values()), desc=f"bench plan {level}", unit="pair", disable=progress is False)
         for set_name, view_pairs in pairs.items():
             rows: dict[str, list] = {m: [] for m in METHODS}
@@ -133,8 +143,8 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                 acqs = [acquire(renderer, view_geometry(patient.vertebra(level).centroid_mm, v, size_px), v, case_seed + j)
                         for j, v in enumerate((va, vb))]
                 geoms = [a.geometry for a in acqs]
-                clicks = simulate_clicks(geoms, true_v.landmarks, click_sigma_mm, seed=case_seed)
-                case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb)}
+                clicks, mistake = clinician.mark(geoms, true_v.landmarks, click_sigma_mm, case_seed, CLICKABLE, bone, neighbour)
+                case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb), "mistake": mistake}
                 rows["ceiling"].append({**case, **ceiling_row})
                 rows["model_floor"].append({**case, **floor_row})
                 t = time.perf_counter()
@@ -155,13 +165,13 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                         r = None
                     else:
                         t = time.perf_counter()
-                        init = initial_pose(model, geoms, clicks, views=[a.view for a in acqs])
+                        init = checked_initial_pose(model, acqs, clicks, fit_settings.click_sigma_mm)
                         init_s = time.perf_counter() - t
                         r = reconstruct(model, acqs, clicks, fit_settings, init=init)
                         T_fit, coeffs, frame, T_init, recon_s = r.T_frame_model, r.coeffs_sd, r.frame, init.T_frame_model, r.wall_s
                 except ValueError as exc:
                     for m in ("ours", "ours_transfer", "init_transfer"):
-                        rows[m].append({**case, **_case_row(None, str(exc))})
+                        rows[m].append({**case, **_case_row(None, str(exc)), "input_refused": isinstance(exc, ClickConsistencyError)})
                     bar.update(1)
                     continue
                 v_fit = frames.transform_points(T_fit, model.instance(coeffs))
@@ -178,6 +188,8 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                     paths, ok = plan_paths(plan)
                     row = _case_row(true_v.score(paths, ok), seconds=base_s + time.perf_counter() - t)
                     row["refusals"] = {s: p.reasons for s, p in plan.paths.items() if p.reasons}
+                    if r is not None and r.initial.check is not None:
+                        row["input_check"] = r.initial.check.correction or "consistent"
                     rows[m].append({**case, **row})
                 if folder is not None and r is not None:
                     names = []
@@ -269,22 +281,84 @@ def plot_plan_bench(r: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def format_curve(curve: list[dict[str, Any]]) -> str:
+    rows = [[c["level"], c["views"], c["clinician"], f"{c['click_sigma_mm']:g}",
+             f"{_pct(c['success_rate'])} % [{_pct(c['success_ci95'][0])}-{_pct(c['success_ci95'][1])}]",
+             f"{c['accepted_but_unsafe']} ({c['accepted_but_unsafe_medial']})", f"{c['paths_refused']}",
+             f"{c['mistakes_made']} / {c['input_corrected']} / {c['input_refused']}"] for c in curve]
+    return table(["level", "views", "clinician", "clicks mm", "ours: success [95% CI]", "given, unsafe (medial)",
+                  "paths refused", "mistakes / corrected / refused input"], rows) + \
+        ("\nours (reconstruction + planner) at each click noise; 'given, unsafe': paths handed on as safe that breach the "
+         "true bone, of 2 per case; input refused: the clicks' consistency check stopped the case before the fit")
+
+
+def curve_of(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for sigma, r in runs.items():
+        for level, views, _, s in iter_summaries(r, ("ours",)):
+            out.append({"level": level, "views": views, "clinician": r["clinician"]["kind"], "click_sigma_mm": float(sigma), **s})
+    return out
+
+
+def plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (level, views), marker in zip(sorted({(c["level"], c["views"]) for c in curve}), "osd^v<>p*", strict=False):
+        pts = sorted((c for c in curve if (c["level"], c["views"]) == (level, views)), key=lambda c: c["click_sigma_mm"])
+        x = [c["click_sigma_mm"] for c in pts]
+        rate = np.array([100 * (c["success_rate"] or 0.0) for c in pts])
+        lo = np.array([100 * c["success_ci95"][0] for c in pts])
+        hi = np.array([100 * c["success_ci95"][1] for c in pts])
+        axes[0].errorbar(x, rate, yerr=[rate - lo, hi - rate], marker=marker, capsize=3, label=f"{level}, {views}")
+        axes[1].plot(x, [c["accepted_but_unsafe"] / max(2 * c["cases"], 1) * 100 for c in pts], marker=marker,
+                     label=f"{level}, {views}")
+    axes[0].set(xlabel="click noise at the vertebra (mm SD)", ylabel="both paths safe in the true bone (%)", ylim=(0, 105),
+                title="success, 95 % interval")
+    worst = max((c["accepted_but_unsafe"] / max(2 * c["cases"], 1) * 100 for c in curve), default=0.0)
+    axes[1].set(xlabel="click noise at the vertebra (mm SD)", ylabel="paths given as safe, unsafe in truth (% of paths)",
+                title="given, unsafe", ylim=(0, max(5.0, 1.2 * worst)))
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return write_figure(fig, path, dpi=100)
+
+
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
-         case_dir: Path | None = None, click_sigma_mm: float = 1.0, reuse_cases: bool = False,
-         settings: PlanSettings | None = None, surroundings: str = "ct") -> int:
-    print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {click_sigma_mm:g} mm; "
-          f"surroundings {surroundings}; "
-          f"torch threads {torch.get_num_threads()}")
+         case_dir: Path | None = None, click_sigmas_mm: tuple[float, ...] = (1.0,), reuse_cases: bool = False,
+         settings: PlanSettings | None = None, surroundings: str = "ct", clinician: Clinician | None = None) -> int:
+    clinician = clinician or Clinician()
+    sigmas = ", ".join(f"{s:g}" for s in click_sigmas_mm)
+    print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {sigmas} mm, "
+          f"{clinician.kind} clinician; surroundings {surroundings}; torch threads {torch.get_num_threads()}")
     header = {"reference_seed000": SEED000, "targets": TARGETS, "reused_cases": reuse_cases, "patient": {"ct": ct_path.name, "labels": labels_path.name},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
+    one = len(click_sigmas_mm) == 1
+    runs: dict[str, dict[str, Any]] = {}
+    for sigma in click_sigmas_mm:
+        path = out if one else out.with_name(f"{out.stem}_{sigma:g}mm{out.suffix}")
+        cases = case_dir if one or case_dir is None else case_dir / f"clicks_{sigma:g}mm"
 
-    def save(partial: dict[str, Any]) -> None:
-        write_json(out, {**partial, **header, "complete": list(partial["levels"]) == levels})
+        def save(partial: dict[str, Any], path: Path = path) -> None:
+            write_json(path, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
-    r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=click_sigma_mm,
-                          case_dir=case_dir, reuse_cases=reuse_cases, settings=settings, on_level=save,
-                          surroundings=surroundings), **header}
-    print(format_plan_bench(r))
-    print(f"wrote {plot_plan_bench(r, out.with_suffix('.png'))}")
-    print(f"wrote {out}" + (f"; cases (images, sidecars, clicks.json, reconstruction JSON) in {case_dir}" if case_dir else ""))
+        r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=sigma,
+                              case_dir=cases, reuse_cases=reuse_cases, settings=settings, on_level=save,
+                              surroundings=surroundings, clinician=clinician), **header}
+        runs[f"{sigma:g}"] = r
+        print(format_plan_bench(r))
+        print(f"wrote {plot_plan_bench(r, path.with_suffix('.png'))}")
+        print(f"wrote {path}" + (f"; cases (images, sidecars, clicks.json, reconstruction JSON) in {cases}" if cases else ""))
+    if not one:
+        curve = curve_of(runs)
+        write_json(out, {"curve": curve, "runs": {s: out.with_name(f"{out.stem}_{s}mm{out.suffix}").name for s in runs},
+                         "clinician": asdict(clinician), **header})
+        print(format_curve(curve))
+        print(f"wrote {plot_curve(curve, out.with_suffix('.png'), f'twinsim bench plan: {clinician.kind} clinician')}")
+        print(f"wrote {out}")
     return 0

@@ -31,8 +31,8 @@ from twinsim.imaging.carm_geometry import CArmGeometry, PatientAxes, carm_pose
 from twinsim.imaging.drr import DetectorModel, DRRRenderer
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.imaging.views import NAMED_VIEWS, View, sample_view_pairs
+from twinsim.recon.consistency import checked_initial_pose
 from twinsim.recon.fit import FitSettings, default_model_name, reconstruct
-from twinsim.recon.initialization import initial_pose
 from twinsim.recon.similarity import GradientNCCLoss, NCCLoss
 from twinsim.report import num, table, write_figure, write_json
 from twinsim.shape.model import ShapeModel, load_model
@@ -74,7 +74,7 @@ def _run_case(model: ShapeModel, acqs: list[Acquisition], clicks: Any, settings:
     """Initialization, ours and (``with_baseline``) the NCC baseline on one case with one model; a row per method."""
     try:
         t = time.perf_counter()
-        init = initial_pose(model, [a.geometry for a in acqs], clicks, views=[a.view for a in acqs])
+        init = checked_initial_pose(model, acqs, clicks, settings.click_sigma_mm)
         init_s = time.perf_counter() - t
     except ValueError as exc:
         for m in METHODS:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from tqdm import tqdm
 
 from twinsim.bench.plan import wilson_interval
 from twinsim.bench.recon_tracked import TRACKED_LAO_RANGE_DEG
+from twinsim.evaluation.clinician import ClickModel
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.placement_truth import SimVerifier
+from twinsim.evaluation.realistic_clicks import Clinician
 from twinsim.hal.errors import HalError
 from twinsim.hal.interfaces import CArmView
 from twinsim.hal.rig import SimRig, load_rig
@@ -33,6 +36,7 @@ from twinsim.logs import quiet
 from twinsim.planning.planner import PathPlan, VertebraPlan
 from twinsim.planning.settings import PlanSettings
 from twinsim.procedure.rehearsal import RehearsalRecord, RehearsalSettings
+from twinsim.procedure.steps import Step
 from twinsim.report import num, table, write_json
 from twinsim.rigs.open_rig import new_rehearsal, open_rig
 from twinsim.tracking.tools import CARM_MARKER, REFERENCE
@@ -134,6 +138,9 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             steps.setdefault(name, []).append(sec)
     return {"cases": n, "successes": k, "success_rate": k / n if n else None, "success_ci95": wilson_interval(k, n),
             "placed": sum(r["placed"] for r in rows),
+            "mistakes_made": sum(len(r.get("mistakes", [])) for r in rows),
+            "input_corrected": sum(1 for r in rows if str(r.get("input_check") or "").endswith("corrected")),
+            "marked_again": sum(r.get("marked_again", 0) for r in rows),
             "tip_error_mm": {"median": _q(tips, 50), "p95": _q(tips, 95), "max": max(tips) if tips else None},
             "axis_error_deg": {"median": _q(axes, 50), "p95": _q(axes, 95), "max": max(axes) if axes else None},
             "motions_sent": sum(r["motions_sent"] for r in rows), "motions_refused": sum(r["motions_refused"] for r in rows),
@@ -148,8 +155,10 @@ def _q(v: list[float], q: float) -> float | None:
 
 def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int = 0, click_sigmas_mm: tuple[float, ...] = (1.0, 3.0),
                        with_geoplan: bool = True, out_dir: Path | None = None, progress: bool | None = None,
-                       plan: PlanSettings | None = None) -> dict[str, Any]:
-    """``plan``: the planner's settings (the instrument); None: its defaults."""
+                       plan: PlanSettings | None = None, clinician: Clinician | None = None) -> dict[str, Any]:
+    """``plan``: the planner's settings (the instrument); None: its defaults. ``clinician``: who marks the landmarks
+    (evaluation code); None: the ideal one."""
+    clinician = clinician or Clinician()
     rig = load_rig(None)
     assert isinstance(rig, SimRig)
     cal = load_calibration(rig.calibration) if scenario is None and rig.calibration and rig.calibration.is_file() else None
@@ -160,6 +169,9 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
     with open_rig(rig, progress=False) as dev:
         verifier = SimVerifier(dev, dev.target_level)
         physical_home = dev.room.joint_positions("operation")
+        clicker = dev.operator.click
+        assert isinstance(clicker, ClickModel)
+        clicker.clinician = clinician
         pairs, refused = _allowed_pairs(dev, n_pairs, seed)
         runs = [(f"ours, clicks {s:g} mm", s, None) for s in click_sigmas_mm]
         if with_geoplan:
@@ -180,16 +192,21 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
                 dev.carm.park()
                 dev.tracker.refill()
                 t0 = time.perf_counter()
+                clicker.mistakes.clear()
                 with quiet("twinsim.procedure"):  # the cases' steps are not news; the bar counts them
                     record = reh.run()
                 cal = record.calibration  # the first case may have calibrated: the rest reuse it
+                marked = next((st.figures for st in record.log.steps if st.name == Step.LANDMARKS), {})
                 rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
+                                   "mistakes": [m for m in clicker.mistakes if m], "input_check": marked.get("input_check"),
+                                   "marked_again": len(marked.get("marked_again_after", [])),
                                    **_case_row(record, time.perf_counter() - t0, verifier)})
                 bar.update()
         bar.close()
     checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]
     bodies = sorted({r["twin_bodies"] for rs in rows.values() for r in rs if r["twin_bodies"]})
     return {"benchmark": "rehearse", "scenario": scenario or "scenarios/rooms/default.yaml", "seed": seed, "pairs": len(pairs),
+            "clinician": asdict(clinician),
             "refused_pairs": refused, "machine": {"platform": platform.platform()},
             "collision_check_200_waypoints_ms": {"median": float(np.median(checks)) if checks else None,
                                                  "twin_bodies": bodies, "note": "median of each rehearsal's median of 5"},
@@ -217,10 +234,13 @@ def format_rehearse_bench(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(scenario: str | None, out: Path, n_pairs: int, seed: int, click_sigmas_mm: tuple[float, ...], with_geoplan: bool) -> int:
-    print(f"twinsim bench rehearse: {n_pairs} random view pairs, clicks {', '.join(f'{s:g}' for s in click_sigmas_mm)} mm"
-          f"{', plus 2D-GeoPlan' if with_geoplan else ''}; error budget as the scene says")
-    r = run_rehearse_bench(scenario, n_pairs, seed, click_sigmas_mm, with_geoplan, out.parent / f"{out.stem}_cases")
+def main(scenario: str | None, out: Path, n_pairs: int, seed: int, click_sigmas_mm: tuple[float, ...], with_geoplan: bool,
+         clinician: Clinician | None = None) -> int:
+    clinician = clinician or Clinician()
+    print(f"twinsim bench rehearse: {n_pairs} random view pairs, clicks {', '.join(f'{s:g}' for s in click_sigmas_mm)} mm, "
+          f"{clinician.kind} clinician{', plus 2D-GeoPlan' if with_geoplan else ''}; error budget as the scene says")
+    r = run_rehearse_bench(scenario, n_pairs, seed, click_sigmas_mm, with_geoplan, out.parent / f"{out.stem}_cases",
+                           clinician=clinician)
     print(format_rehearse_bench(r))
     print(f"wrote {write_json(out, r)}")
     return 0

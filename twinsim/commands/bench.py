@@ -14,6 +14,10 @@ from twinsim.commands.common import add_patient_arguments, at_least, comma_float
 from twinsim.errors import UsageError
 from twinsim.evaluation.surroundings import SURROUNDINGS
 
+# twinsim.evaluation.realistic_clicks' names, without importing it (and open3d) to build the parser.
+CLINICIANS = ("ideal", "realistic")
+DEFAULT_MISTAKE_RATE = 0.1
+
 
 def _out(args: argparse.Namespace, default: str | None = None) -> Path:
     return Path(args.out or default or f"out/bench_{args.bench}.json")
@@ -65,13 +69,15 @@ def cmd_recon(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from twinsim.bench.plan import main
+    from twinsim.evaluation.realistic_clicks import Clinician
 
-    at_least(args.click_sigma_mm, 0.0, "--click-sigma-mm", "bench plan")
+    sigmas = comma_floats(args.clicks_mm, "--click-sigma-mm", "bench plan", minimum=0.0)
     if args.reuse_cases and not args.cases:
         raise UsageError("twinsim bench plan: --reuse-cases needs --cases DIR (where a previous run saved them)")
     ct, labels, table, _ = patient_files(args, "bench plan")
     return main(ct, labels, table, _levels(args), _out(args), args.pairs, args.seed, Path(args.cases) if args.cases else None,
-                args.click_sigma_mm, args.reuse_cases, plan_command.settings_from(args), args.surroundings)
+                sigmas, args.reuse_cases, plan_command.settings_from(args), args.surroundings,
+                Clinician(args.clinician, args.mistake_rate))
 
 
 def cmd_hal(args: argparse.Namespace) -> int:
@@ -89,18 +95,21 @@ def cmd_carm(args: argparse.Namespace) -> int:
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from twinsim.bench.rehearse import main
+    from twinsim.evaluation.realistic_clicks import Clinician
 
-    sigmas = comma_floats(args.clicks_mm, "--clicks-mm", "bench rehearse", minimum=0.0)
+    sigmas = comma_floats(args.clicks_mm, "--click-sigma-mm", "bench rehearse", minimum=0.0)
     return main(args.scene, _out(args), at_least(args.pairs, 1, "--pairs", "bench rehearse"), args.seed, sigmas,
-                not args.no_geoplan)
+                not args.no_geoplan, Clinician(args.clinician, args.mistake_rate))
 
 
 def cmd_patients(args: argparse.Namespace) -> int:
     from twinsim.bench.patients import main
+    from twinsim.evaluation.realistic_clicks import Clinician
 
     at_least(args.click_sigma_mm, 0.0, "--click-sigma-mm", "bench patients")
     only = comma_list(args.only, "--only", "bench patients") or None
-    return main(args.suite, _out(args), at_least(args.pairs, 1, "--pairs", "bench patients"), args.seed, args.click_sigma_mm, only)
+    return main(args.suite, _out(args), at_least(args.pairs, 1, "--pairs", "bench patients"), args.seed, args.click_sigma_mm, only,
+                Clinician(args.clinician, args.mistake_rate))
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -129,6 +138,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     def click_sigma(p: argparse.ArgumentParser) -> None:
         p.add_argument("--click-sigma-mm", type=float, default=1.0,
                        help="SD of the simulated clinician's click error at the vertebra, mm (default 1)")
+
+    def clicks(p: argparse.ArgumentParser, default: str = "1") -> None:
+        p.add_argument("--click-sigma-mm", "--clicks-mm", dest="clicks_mm", default=default,
+                       help="SD of the simulated clinician's click error at the vertebra, mm; comma-separated for a curve, "
+                            f"e.g. 0.5,1,2,3 (default {default})")
+        clinician(p)
+
+    def clinician(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--clinician", choices=CLINICIANS, default="ideal",
+                       help="ideal: each landmark where it projects, plus noise (default); realistic: what the image shows "
+                            "(the middle of a shadow, the end of an outline), plus noise, and gross mistakes at "
+                            "--mistake-rate")
+        p.add_argument("--mistake-rate", type=float, default=DEFAULT_MISTAKE_RATE,
+                       help=f"realistic clinician: the share of cases with one gross mistake (left/right swapped in a view, "
+                            f"a landmark on the neighbouring vertebra, one left out; default {DEFAULT_MISTAKE_RATE:g})")
 
     def scene(p: argparse.ArgumentParser, what: str = "") -> None:
         p.add_argument("--scene", help=f"scene YAML{what} (default: the default room)")
@@ -181,7 +205,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_patient_arguments(p)
     p.add_argument("--levels", help="comma-separated vertebrae (default L1,T12,T11)")
     p.add_argument("--pairs", type=int, default=20, help="random view pairs per level (default 20)")
-    click_sigma(p)
+    clicks(p)
     p.add_argument("--cases", help="save every case's images, clicks and reconstruction JSON here (input for `twinsim plan`)")
     p.add_argument("--reuse-cases", action="store_true",
                    help="take each case's reconstruction from --cases where a previous run saved it (compare planner "
@@ -211,7 +235,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
               "wall time per step, the collision check's speed.", cmd_rehearse)
     scene(p, " naming the patient and the room")
     p.add_argument("--pairs", type=int, default=10, help="random view pairs (default 10)")
-    p.add_argument("--clicks-mm", default="1,3", help="click SD levels, comma-separated (default 1,3)")
+    clicks(p, "1,3")
     p.add_argument("--no-geoplan", action="store_true", help="skip the 2D-GeoPlan row")
     seed(p)
 
@@ -223,6 +247,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", help="comma-separated patient names of the suite to run (default: all)")
     p.add_argument("--pairs", type=int, default=5, help="random view pairs per target (default 5)")
     click_sigma(p)
+    clinician(p)
     seed(p)
 
     p = bench("envs", "the gymnasium environments' step rates and baselines, PandaReach-v3 beside them",

@@ -51,6 +51,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     print(table(["level", "model", "init", "landmarks", "loss (start -> fit)", "clicks RMS", "runs", "seconds"],
                 [[level, model.name, r.initial.method, len(r.initial.landmarks), f"{r.initial_loss:.4f} -> {r.loss:.4f}",
                   f"{r.landmark_rms_sigma:.2f} SD", r.runs, f"{r.wall_s:.1f}"]]))
+    check = r.initial.check
+    if check is not None and check.correction:
+        print(f"landmarks: {check.correction} (worst click {check.tried['as given']:.1f} SD as given, "
+              f"{check.worst_sd:.1f} SD corrected; recorded in the reconstruction JSON)")
     print(f"wrote {stem}.ply, .stl, .json and {out / f'{level}_overlay.png'} (frame {r.frame}, mm)")
     if args.plan:
         from twinsim.commands.plan import plan_and_write, settings_from

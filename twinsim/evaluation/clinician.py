@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twinsim.anatomy.patient import Patient
+from twinsim.evaluation.realistic_clicks import Clinician, neighbour_offset_mm
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.paths import cache_home
 from twinsim.report import write_json
@@ -56,16 +57,27 @@ def _cached(patient: Patient, level: str) -> dict[str, np.ndarray]:
     return marks
 
 
-def click_model(geometries: Sequence[ProjectionGeometry], truth_mm: dict[str, np.ndarray], sigma_mm: float, seed: int,
-                names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """The simulated clinician's clicks: each landmark where it truly projects, off by ``sigma_mm`` at the vertebra."""
-    from twinsim.evaluation.simulated_clicks import simulate_clicks
+class ClickModel:
+    """The simulated clinician's clicks for the operator: each landmark as the clinician sees it, off by ``sigma_mm``.
 
-    return simulate_clicks(geometries, truth_mm, sigma_mm, seed=seed, names=names).views
+    Keeps the gross mistakes it made (realistic clinician), for evaluation."""
+
+    def __init__(self, patient: Patient, clinician: Clinician | None = None) -> None:
+        self.patient = patient
+        self.clinician = clinician or Clinician()
+        self.mistakes: list[dict[str, Any] | None] = []
+
+    def __call__(self, geometries: Sequence[ProjectionGeometry], truth_mm: dict[str, np.ndarray], sigma_mm: float, seed: int,
+                 names: Sequence[str], level: str) -> list[dict[str, np.ndarray]]:
+        bone = self.patient.vertebra(level) if self.clinician.kind == "realistic" else None
+        offset = neighbour_offset_mm(self.patient.vertebrae, level) if bone is not None else None
+        clicks, mistake = self.clinician.mark(geometries, truth_mm, sigma_mm, seed, names, bone, offset)
+        self.mistakes.append(mistake)
+        return clicks.views
 
 
-def equip(operator: SimOperator, carm: SimCArm, patient: Patient) -> None:
+def equip(operator: SimOperator, carm: SimCArm, patient: Patient, clinician: Clinician | None = None) -> None:
     """Give a simulated operator what the simulated clinician reads: true geometries, anatomy, the click model."""
     operator.true_geometry_of = carm.true_geometry
     operator.landmarks_of_level = true_landmarks_of(patient)
-    operator.click = click_model
+    operator.click = ClickModel(patient, clinician)

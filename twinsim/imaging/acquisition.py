@@ -39,6 +39,8 @@ class Acquisition:
     window: tuple[float, float] = (0.0, 1.0)  # log-attenuation mapped to 0 and 1
     view: dict[str, Any] = field(default_factory=dict)  # name, lao_deg, cranial_deg (informative)
     meta: dict[str, Any] = field(default_factory=dict)  # detector model, seed, source of the image
+    path: Path | None = None  # the image file it was read from, if any
+    sidecar_image: str | None = None  # the image name its sidecar was written for
 
     @property
     def log_attenuation(self) -> np.ndarray:
@@ -145,4 +147,5 @@ def load_acquisition(image_path: str | Path, sidecar_path: str | Path | None = N
     intensity = d.get("intensity", {})
     window = tuple(intensity.get("window", (0.0, 1.0)))
     return Acquisition(image=image, geometry=geom, window=(float(window[0]), float(window[1])),
-                       view=d.get("view", {}), meta=d.get("meta", {}))
+                       view=d.get("view", {}), meta=d.get("meta", {}), path=image_path,
+                       sidecar_image=str(d["image"]) if d.get("image") is not None else None)

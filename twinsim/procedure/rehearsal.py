@@ -374,30 +374,52 @@ class Rehearsal:
                 "carm_source_ref_mm": [np.linalg.inv(a.geometry.T_source_frame_mm)[:3, 3].round(1).tolist() for a in acqs]}
 
     def _landmarks(self, rec: StepRecord) -> dict[str, Any]:
-        acqs = self._reg.acquisitions
-        if self.s.clicks_file is not None:
-            clicks = load_clicks(self.s.clicks_file, n_views=len(acqs))
-            source = str(self.s.clicks_file)
-        else:
-            clicks = Clicks(self.dev.operator.mark_landmarks(acqs, self.level, CLICKABLE), self.level)
-            source = "marked by the operator"
-        self._reg.clicks = clicks
-        rec.outputs.append(str(clicks.save(self.out / "clicks.json")))
-        counts = [len(v) for v in clicks.views]
-        common = set(clicks.views[0]) & set(clicks.views[1])
-        backup = "body_centroid" in common and bool(common & {"superior_endplate_centre", "inferior_endplate_centre"})
-        if len(common) < 3 and not backup:
-            k = int(np.argmin(counts))
-            raise RehearsalError(f"only {len(common)} landmark(s) are marked in both X-rays ({counts[k]} in view {k + 1}, "
-                                 f"{self.s.views[k].name}); the reconstruction needs at least 3 in both, or the body centroid "
-                                 "and an endplate centre: mark them again, or take that view again")
-        return {"source": source, "landmarks": sorted(clicks.views[0]), "per_view": counts, "in_both": len(common)}
-
-    def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
-        from twinsim.recon.fit import FitSettings, default_model_name, reconstruct, save_reconstruction
+        from twinsim.recon.consistency import ClickConsistencyError, check_clicks, files_of
+        from twinsim.recon.fit import FitSettings, default_model_name
+        from twinsim.recon.initialization import validate_inputs
         from twinsim.shape.model import load_model
 
+        acqs = self._reg.acquisitions
         model = self._reg.model = load_model(default_model_name(self.level))
+        sigma_mm = (self.s.fit_settings or FitSettings()).click_sigma_mm
+        # A person told that the clicks disagree with the images marks them once more; a file cannot.
+        attempts = 1 if self.s.clicks_file is not None else 2
+        rejected: list[str] = []
+        for attempt in range(attempts):
+            if self.s.clicks_file is not None:
+                clicks = load_clicks(self.s.clicks_file, n_views=len(acqs))
+                source = str(self.s.clicks_file)
+            else:
+                clicks = Clicks(self.dev.operator.mark_landmarks(acqs, self.level, CLICKABLE), self.level)
+                source = "marked by the operator"
+            counts = [len(v) for v in clicks.views]
+            common = set(clicks.views[0]) & set(clicks.views[1])
+            backup = "body_centroid" in common and bool(common & {"superior_endplate_centre", "inferior_endplate_centre"})
+            if len(common) < 3 and not backup:
+                k = int(np.argmin(counts))
+                raise RehearsalError(f"only {len(common)} landmark(s) are marked in both X-rays ({counts[k]} in view {k + 1}, "
+                                     f"{self.s.views[k].name}); the reconstruction needs at least 3 in both, or the body "
+                                     "centroid and an endplate centre: mark them again, or take that view again")
+            validate_inputs(model, [a.geometry for a in acqs], clicks)
+            try:
+                check = check_clicks(model, [a.geometry for a in acqs], clicks, sigma_mm, files_of(acqs))
+                break
+            except ClickConsistencyError as exc:
+                if attempt + 1 == attempts:
+                    raise RehearsalError(f"the landmarks do not fit the X-rays: {exc}") from exc
+                rejected.append(str(exc))
+                self.dev.operator.say(f"the landmarks do not fit the X-rays ({exc}); marking them again")
+        check.clicks.images = [p.name for p in self._reg.image_paths]
+        self._reg.clicks = check.clicks
+        rec.outputs.append(str(check.clicks.save(self.out / "clicks.json")))
+        return {"source": source, "landmarks": sorted(check.clicks.views[0]), "per_view": counts, "in_both": len(common),
+                "input_check": check.correction or ("consistent" if check.checked else "too few landmarks to check"),
+                "worst_click_sd": check.worst_sd, "marked_again_after": rejected}
+
+    def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
+        from twinsim.recon.fit import FitSettings, reconstruct, save_reconstruction
+
+        model = self._reg.model
         r = reconstruct(model, self._reg.acquisitions, self._clicks, self.s.fit_settings or FitSettings(),
                         progress=bool(self.progress))
         self._reg.reconstruction = r

@@ -121,6 +121,9 @@ def _step_figures(step: StepRecord) -> str:
         return f"tracked tip {f['tracked_tip_error_mm']:.2f} mm, axis {f['tracked_axis_error_deg']:.2f} deg"
     if "guide_tip_tracked_vs_joints_mm" in f:
         return f"{f['source']}; guide seen {f['guide_tip_tracked_vs_joints_mm']:.2f} mm from the joints' prediction"
+    if "input_check" in f:
+        again = f" (marked again after: {f['marked_again_after'][0][:60]}...)" if f.get("marked_again_after") else ""
+        return f"{f['in_both']} landmarks in both views; {f['input_check']}{again}"
     if "paths" in f:
         return ", ".join(f"{s}: clearance {p['min_clearance_mm']:.1f} mm" for s, p in f["paths"].items())
     return ""

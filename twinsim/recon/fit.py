@@ -28,7 +28,8 @@ from twinsim.imaging.landmarks_file import Clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.recon import RECONSTRUCTION_FORMAT
 from twinsim.recon.camera import RoiBox, camera_for, crop_image
-from twinsim.recon.initialization import InitializationError, InitialPose, initial_pose
+from twinsim.recon.consistency import checked_initial_pose
+from twinsim.recon.initialization import InitializationError, InitialPose
 from twinsim.recon.renderer import covariances, render, vertex_spacing_mm
 from twinsim.recon.similarity import GradientNCCLoss, ImageLoss, shape_prior
 from twinsim.shape.differentiable import DifferentiableInstance, axis_angle_to_matrix
@@ -100,7 +101,8 @@ class Reconstruction:
                 "wall_s": self.wall_s, "runs": self.runs,
                 "initialization": {"method": self.initial.method, "landmarks": self.initial.landmarks,
                                    "T_frame_model_mm": self.initial.T_frame_model.tolist(),
-                                   "reprojection_px": self.initial.reprojection_px},
+                                   "reprojection_px": self.initial.reprojection_px,
+                                   "input_check": self.initial.check.summary() if self.initial.check is not None else None},
                 "settings": self.settings, "loss_history": self.loss_history}
 
 
@@ -243,7 +245,10 @@ def reconstruct(model: ShapeModel, acquisitions: Sequence[Acquisition], clicks: 
         raise ValueError("FitSettings: give one iteration count per pyramid level")
     t_start = time.perf_counter()
     geoms = [a.geometry for a in acquisitions]
-    init = init or initial_pose(model, geoms, clicks, views=[a.view for a in acquisitions])
+    if init is None:
+        init = checked_initial_pose(model, acquisitions, clicks, s.click_sigma_mm)
+    if init.check is not None:
+        clicks = init.check.clicks  # as given, or with a left/right swap undone
     dev = torch.device(device)
     prob = _Problem(model, acquisitions, init, s, dev, clicks)
     rng = np.random.default_rng(s.seed)

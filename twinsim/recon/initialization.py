@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -25,6 +25,9 @@ from twinsim.imaging.carm_geometry import PatientAxes, carm_pose
 from twinsim.imaging.landmarks_file import BACKUP, CLICKABLE, Clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.shape.model import ShapeModel
+
+if TYPE_CHECKING:
+    from twinsim.recon.consistency import ClickCheck
 
 MIN_VIEW_SEPARATION_DEG = 5.0
 # Three points closer to a line than this (mm, model frame) do not fix a rotation.
@@ -46,6 +49,10 @@ def check_views(geoms: Sequence[ProjectionGeometry]) -> None:
     if geoms[0].frame != geoms[1].frame:
         raise InitializationError(f"the two views' geometries are in different frames ({geoms[0].frame!r}, {geoms[1].frame!r})")
     sep = view_separation_deg(*geoms)
+    if np.allclose(geoms[0].P, geoms[1].P, rtol=1e-9, atol=1e-9):
+        raise InitializationError(
+            "the two views have the same projection geometry: one image was given the other's sidecar (or the same "
+            "sidecar twice); each X-ray needs the geometry it was taken with")
     if sep < MIN_VIEW_SEPARATION_DEG:
         raise InitializationError(
             f"the two views are only {sep:.1f} deg apart (need >= {MIN_VIEW_SEPARATION_DEG:.0f}): depth cannot be "
@@ -78,6 +85,7 @@ class InitialPose:
     landmarks: list[str]
     points_mm: np.ndarray  # triangulated (N, 3), frame
     reprojection_px: float  # mean reprojection error of the triangulated points
+    check: ClickCheck | None = None  # the clicks' consistency check, where it ran (recon.consistency)
 
 
 def _in_image(uv: np.ndarray, g: ProjectionGeometry) -> bool:
@@ -107,14 +115,8 @@ def orientation_prior(geoms: Sequence[ProjectionGeometry], views: Sequence[dict[
     return Rotation.from_matrix(np.array(estimates)).mean().as_matrix()
 
 
-def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks: Clicks,
-                 R_frame_model_prior: np.ndarray | None = None, allow_fallback: bool = True,
-                 views: Sequence[dict[str, Any]] | None = None) -> InitialPose:
-    """Starting pose from the clicks; see the module docstring for the fallback.
-
-    ``R_frame_model_prior``: the vertebra's expected orientation (model axes RAS) in the
-    geometry frame; by default :func:`orientation_prior` of the acquisitions' ``views``.
-    """
+def validate_inputs(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks: Clicks) -> None:
+    """Two views apart, landmarks for both, each inside its image and named as the model names them."""
     check_views(geoms)
     if len(clicks.views) != 2:
         raise InitializationError(f"need landmarks for two views, got {len(clicks.views)}")
@@ -124,12 +126,23 @@ def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks:
             raise InitializationError(
                 f"view {i}: landmarks {', '.join(sorted(outside))} lie outside the {g.width_px}x{g.height_px} image: "
                 "the vertebra must be inside both X-rays")
-    known = set(model.annotations)
-    common = [n for n in clicks.views[0] if n in clicks.views[1] and n in known]
-    unknown = sorted((set(clicks.views[0]) | set(clicks.views[1])) - known)
+    unknown = sorted((set(clicks.views[0]) | set(clicks.views[1])) - set(model.annotations))
     if unknown:
         raise InitializationError(f"unknown landmark names {', '.join(unknown)}: use {', '.join(CLICKABLE)} "
                                   f"or the backup names {', '.join(BACKUP)}")
+
+
+def initial_pose(model: ShapeModel, geoms: Sequence[ProjectionGeometry], clicks: Clicks,
+                 R_frame_model_prior: np.ndarray | None = None, allow_fallback: bool = True,
+                 views: Sequence[dict[str, Any]] | None = None) -> InitialPose:
+    """Starting pose from the clicks; see the module docstring for the fallback.
+
+    ``R_frame_model_prior``: the vertebra's expected orientation (model axes RAS) in the
+    geometry frame; by default :func:`orientation_prior` of the acquisitions' ``views``.
+    """
+    validate_inputs(model, geoms, clicks)
+    known = set(model.annotations)
+    common = [n for n in clicks.views[0] if n in clicks.views[1] and n in known]
     Ps = [g.P for g in geoms]
     pts = triangulate_dlt(Ps, [np.array([v[n] for n in common]).reshape(-1, 2) for v in clicks.views]) if common else np.zeros((0, 3))
     reproj = [np.linalg.norm(g.project(pts) - np.array([v[n] for n in common]), axis=1) for g, v in

@@ -28,7 +28,8 @@ from twinsim.tracking.tools import POINTER
 from twinsim.tracking.vega_sim import SimulatedVega
 
 log = logging.getLogger(__name__)
-ClickModel = Callable[[Sequence[ProjectionGeometry], dict[str, np.ndarray], float, int, Sequence[str]], list[dict[str, np.ndarray]]]
+ClickModel = Callable[[Sequence[ProjectionGeometry], dict[str, np.ndarray], float, int, Sequence[str], str],
+                      list[dict[str, np.ndarray]]]
 
 
 class SimOperator:
@@ -46,7 +47,7 @@ class SimOperator:
         self.true_geometry_of: Callable[[Acquisition], ProjectionGeometry] | None = None
         self.landmarks_of_level: Callable[[str], dict[str, np.ndarray]] | None = None
         # How a person's clicks land, given each image's geometry, the true landmarks, the click SD (mm at the
-        # vertebra), a seed and the names asked for: evaluation code (the simulated clinician), handed in by the wiring.
+        # vertebra), a seed, the names asked for and the level: evaluation code (the simulated clinician), handed in by the wiring.
         self.click: ClickModel | None = None
         self.click_sigma_mm = 1.0
         self.skin_region_m = (0.18, 0.22)  # half-extents of the traced back: along the spine, across
@@ -176,7 +177,7 @@ class SimOperator:
         if missing:
             raise HalError("operator", f"no landmarks {missing} known at {level}")
         geoms = [self.true_geometry_of(a) for a in acquisitions]
-        views = self.click(geoms, truth, self.click_sigma_mm, int(self.rng.integers(2**31)), names)
+        views = self.click(geoms, truth, self.click_sigma_mm, int(self.rng.integers(2**31)), names, level)
         for k, lost in self.unmarked.items():  # landmarks hidden in that view (overlap, a poor exposure)
             if k < len(views):
                 views[k] = {n: uv for n, uv in views[k].items() if lost is not None and n not in lost}
