@@ -140,7 +140,7 @@ def test_the_realistic_clinician_clicks_the_middle_of_the_shadow():
 def test_the_realistic_clinicians_mistakes_come_at_their_rate(model):
     verts, marks, geoms, _ = _case(model, 0, 1.0)
     bone = SurfaceMesh(verts, model.faces)
-    rate, n = 0.3, 400
+    rate, n = 0.3, 240
     clinician = Clinician("realistic", mistake_rate=rate)
     counts = dict.fromkeys(MISTAKES, 0)
     up = np.array([0.0, 0.0, 28.0])
