@@ -53,16 +53,16 @@ def image_point(g: ProjectionGeometry, bone: SurfaceMesh, landmarks_mm: dict[str
         return g.project(p[None])[0]
     uv = np.zeros((len(bone.vertices_mm), 2))
     uv[near] = g.project(bone.vertices_mm[near])  # only the feature's vertices are looked at
+    idx = np.unique(faces)
     if name in TIPS:
         centre = g.project(np.mean(list(landmarks_mm.values()), axis=0)[None])[0]
         d = g.project(p[None])[0] - centre
         d /= max(np.linalg.norm(d), 1e-9)
-        idx = np.unique(faces)
         return uv[idx[np.argmax((uv[idx] - centre) @ d)]]
     # The shadow's centroid: the union of the feature's projected triangles, at 4 samples per pixel.
     scale = 2.0
-    lo = np.floor(uv[np.unique(faces)].min(0)) - 1
-    hi = np.ceil(uv[np.unique(faces)].max(0)) + 1
+    lo = np.floor(uv[idx].min(0)) - 1
+    hi = np.ceil(uv[idx].max(0)) + 1
     size = np.maximum(((hi - lo) * scale).astype(int), 1)
     canvas = Image.new("1", (int(size[0]), int(size[1])), 0)
     draw = ImageDraw.Draw(canvas)

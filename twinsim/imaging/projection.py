@@ -71,6 +71,13 @@ class ProjectionGeometry:
             raise GeometryError("a point lies behind the X-ray source; it has no projection")
         return h[:, :2] / h[:, 2:3]
 
+    def px_per_mm_at(self, point_mm: np.ndarray) -> float:
+        """Image pixels per mm of anatomy at ``point_mm`` (perspective magnification over the mean pixel size)."""
+        depth = float((self.T_source_frame_mm @ np.append(np.asarray(point_mm, dtype=np.float64), 1.0))[2])
+        if depth <= 0:
+            raise GeometryError("a point lies behind the X-ray source; it has no magnification")
+        return float(self.sdd_mm / depth / np.mean(self.pixel_spacing_mm))
+
     @property
     def source_mm(self) -> np.ndarray:
         return self.T_frame_source_mm[:3, 3].copy()

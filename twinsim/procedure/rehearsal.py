@@ -86,6 +86,7 @@ class Registration:
     acquisitions: list[Acquisition]
     image_paths: list[Path]
     clicks: Clicks | None = None
+    click_check: Any = None  # recon.consistency.ClickCheck of the clicks, as the landmarks step ran it
     reconstruction: Any = None
     model: Any = None  # the shape model it was fitted with
     plan: VertebraPlan | None = None
@@ -410,18 +411,22 @@ class Rehearsal:
                 rejected.append(str(exc))
                 self.dev.operator.say(f"the landmarks do not fit the X-rays ({exc}); marking them again")
         check.clicks.images = [p.name for p in self._reg.image_paths]
-        self._reg.clicks = check.clicks
+        self._reg.clicks, self._reg.click_check = check.clicks, check
         rec.outputs.append(str(check.clicks.save(self.out / "clicks.json")))
         return {"source": source, "landmarks": sorted(check.clicks.views[0]), "per_view": counts, "in_both": len(common),
                 "input_check": check.correction or ("consistent" if check.checked else "too few landmarks to check"),
                 "worst_click_sd": check.worst_sd, "marked_again_after": rejected}
 
     def _reconstruct(self, rec: StepRecord) -> dict[str, Any]:
+        from twinsim.recon.consistency import initial_pose_from
         from twinsim.recon.fit import FitSettings, reconstruct, save_reconstruction
 
         model = self._reg.model
-        r = reconstruct(model, self._reg.acquisitions, self._clicks, self.s.fit_settings or FitSettings(),
-                        progress=bool(self.progress))
+        acqs = self._reg.acquisitions
+        # The landmarks step checked (and maybe corrected) the clicks: the fit starts from that, and records it.
+        init = initial_pose_from(model, acqs, self._reg.click_check) if self._reg.click_check is not None else None
+        r = reconstruct(model, acqs, self._clicks, self.s.fit_settings or FitSettings(), progress=bool(self.progress),
+                        init=init)
         self._reg.reconstruction = r
         rec.outputs.append(str(save_reconstruction(self.out / f"{self.level}_reconstruction.json", r, self.level,
                                                    self._reg.image_paths)))

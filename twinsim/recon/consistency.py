@@ -102,13 +102,12 @@ def landmark_spread_mm(model: ShapeModel) -> dict[str, float]:
     """Each landmark's spread across the model's shapes after a rigid fit, SD per axis (mm; sampled once per model)."""
     if id(model) in _SPREAD and _SPREAD[id(model)][0] is model:
         return _SPREAD[id(model)][1]
-    rng = np.random.default_rng(0)
     names = list(model.annotations)
+    # Landmarks are linear in the vertices, so in the coefficients: mean + sum_k b_k std_k mode_k, at the landmarks.
     mean = np.array([model.annotations[n].evaluate(model.mean_mm) for n in names])
-    dev = []
-    for _ in range(SHAPE_SAMPLES):
-        pts = np.array([model.annotations[n].evaluate(model.instance(rng.normal(size=model.n_modes))) for n in names])
-        dev.append(frames.transform_points(frames.rigid_fit(pts, mean), pts) - mean)
+    modes = np.array([[model.annotations[n].evaluate(m) for n in names] for m in model.modes]) * model.std_mm[:, None, None]
+    coeffs = np.random.default_rng(0).normal(size=(SHAPE_SAMPLES, model.n_modes))
+    dev = [frames.transform_points(frames.rigid_fit(pts, mean), pts) - mean for pts in mean + np.tensordot(coeffs, modes, axes=1)]
     sd = np.sqrt(np.mean(np.sum(np.square(dev), axis=2), axis=0) / 3.0)
     _SPREAD[id(model)] = (model, dict(zip(names, sd.tolist(), strict=True)))
     return _SPREAD[id(model)][1]
@@ -118,11 +117,6 @@ def _expected_sd(name: str, click_sigma_mm: float, spread: dict[str, float]) -> 
     """A click's expected distance from the fitted landmark, per axis: noise, definition and shape (mm)."""
     return float(np.sqrt(click_sigma_mm ** 2 + DEFINITION_SD_MM.get(name, DEFAULT_DEFINITION_SD_MM) ** 2
                          + spread.get(name, 0.0) ** 2))
-
-
-def _px_per_mm(g: ProjectionGeometry, point_mm: np.ndarray) -> float:
-    depth = float((g.T_source_frame_mm @ np.append(point_mm, 1.0))[2])
-    return float(g.sdd_mm / max(depth, 1e-6) / np.mean(g.pixel_spacing_mm))
 
 
 def _fit(model: ShapeModel, geoms: Sequence[ProjectionGeometry], views: Sequence[dict[str, np.ndarray]],
@@ -140,7 +134,7 @@ def _fit(model: ShapeModel, geoms: Sequence[ProjectionGeometry], views: Sequence
         for j, (g, v) in enumerate(zip(geoms, views, strict=True)):
             uv = g.project(pred)
             for i, n in enumerate(names):
-                res[i, j] = np.linalg.norm(uv[i] - v[n]) / _px_per_mm(g, pred[i])
+                res[i, j] = np.linalg.norm(uv[i] - v[n]) / g.px_per_mm_at(pred[i])
     except (InitializationError, GeometryError, np.linalg.LinAlgError):
         return None  # rays that never meet, or points behind a source: this arrangement is simply wrong
     spread = landmark_spread_mm(model)
@@ -155,7 +149,7 @@ def _fit(model: ShapeModel, geoms: Sequence[ProjectionGeometry], views: Sequence
             keep[i] = False
             here = frames.transform_points(frames.rigid_fit(src[keep], pts[keep]), src[i][None])
             for g, v in zip(geoms, views, strict=True):
-                r = np.linalg.norm(g.project(here)[0] - v[names[i]]) / _px_per_mm(g, here[0])
+                r = np.linalg.norm(g.project(here)[0] - v[names[i]]) / g.px_per_mm_at(here[0])
                 worst = max(worst, float(r / (LEAVE_ONE_OUT_INFLATION * sd[i])))
             keep[i] = True
     return _Fit(names, res, worst, T, float(np.sum(z ** 2)))
@@ -280,7 +274,7 @@ def _one_landmark(model: ShapeModel, geoms: Sequence[ProjectionGeometry], views:
     off_views, along = [], []
     for j, (g, v) in enumerate(zip(geoms, views, strict=True)):
         uv0 = g.project(here[None])[0]
-        scale = _px_per_mm(g, here)
+        scale = g.px_per_mm_at(here)
         offset = (v[name] - uv0) / scale
         if np.linalg.norm(offset) / sd <= MAX_SD:
             continue
@@ -310,7 +304,11 @@ def checked_initial_pose(model: ShapeModel, acquisitions: Sequence[Acquisition],
     """The starting pose from clicks that passed :func:`check_clicks` (corrected where a left/right swap explains them)."""
     geoms = [a.geometry for a in acquisitions]
     validate_inputs(model, geoms, clicks)
-    check = check_clicks(model, geoms, clicks, click_sigma_mm, files_of(acquisitions))
-    init = initial_pose(model, geoms, check.clicks, views=[a.view for a in acquisitions])
+    return initial_pose_from(model, acquisitions, check_clicks(model, geoms, clicks, click_sigma_mm, files_of(acquisitions)))
+
+
+def initial_pose_from(model: ShapeModel, acquisitions: Sequence[Acquisition], check: ClickCheck) -> InitialPose:
+    """The starting pose from clicks already checked, carrying the check (and any correction) into the reconstruction."""
+    init = initial_pose(model, [a.geometry for a in acquisitions], check.clicks, views=[a.view for a in acquisitions])
     init.check = check
     return init

@@ -106,12 +106,6 @@ class Reconstruction:
                 "settings": self.settings, "loss_history": self.loss_history}
 
 
-def _magnification_px_per_mm(g: ProjectionGeometry, point_mm: np.ndarray) -> float:
-    """Image pixels per mm of anatomy at ``point_mm`` (perspective magnification / pixel size)."""
-    depth = (g.T_source_frame_mm @ np.append(point_mm, 1.0))[2]
-    return float(g.sdd_mm / depth / np.mean(g.pixel_spacing_mm))
-
-
 def roi_box(g: ProjectionGeometry, vertices_mm: np.ndarray, margin_mm: float, view: int) -> RoiBox:
     """Box around the projected vertebra plus a margin, inside the image; refuses a vertebra outside it."""
     uv = g.project(vertices_mm)
@@ -120,7 +114,7 @@ def roi_box(g: ProjectionGeometry, vertices_mm: np.ndarray, margin_mm: float, vi
         raise InitializationError(
             f"view {view}: the vertebra lies outside the X-ray ({100 * inside:.0f}% of its starting surface projects "
             f"inside the {g.width_px}x{g.height_px} image); centre the C-arm on it")
-    m = margin_mm * _magnification_px_per_mm(g, vertices_mm.mean(0))
+    m = margin_mm * g.px_per_mm_at(vertices_mm.mean(0))
     lo, hi = uv.min(0) - m, uv.max(0) + m
     return RoiBox(int(max(0, np.floor(lo[0]))), int(max(0, np.floor(lo[1]))),
                   int(min(g.width_px, np.ceil(hi[0]))), int(min(g.height_px, np.ceil(hi[1]))))
@@ -146,7 +140,7 @@ class _Problem:
         for mm in s.pyramid_mm:
             cams, targets = [], []
             for a, box in zip(acqs, boxes, strict=True):
-                factor = max(1, int(round(mm * _magnification_px_per_mm(a.geometry, v0.mean(0)))))
+                factor = max(1, int(round(mm * a.geometry.px_per_mm_at(v0.mean(0)))))
                 cams.append(camera_for(a.geometry, box, factor).to(device, dt))
                 targets.append(torch.as_tensor(crop_image(a.image, box, factor), device=device))
             self.levels.append((mm, cams, targets))
@@ -162,7 +156,7 @@ class _Problem:
             self.landmarks.append((torch.as_tensor(W, dtype=dt, device=device),
                                    torch.as_tensor(a.geometry.P, dtype=dt, device=device),
                                    torch.as_tensor(np.array([view[n] for n in names]), dtype=dt, device=device),
-                                   1.0 / _magnification_px_per_mm(a.geometry, v0.mean(0))))
+                                   1.0 / a.geometry.px_per_mm_at(v0.mean(0))))
 
     def landmark_loss(self, verts: torch.Tensor) -> torch.Tensor:
         """Mean squared reprojection error of the clicked landmarks, in units of the click noise."""
