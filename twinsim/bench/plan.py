@@ -23,26 +23,27 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import binomtest
-from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.ct import load_ct
 from twinsim.anatomy.patient import build_patient
+from twinsim.anatomy.wheel_data import content_digest
 from twinsim.bench.recon import acquire, iter_summaries, view_geometry
+from twinsim.bench.runner import CASE_THREADS, RunnerSettings, run_cases
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
 from twinsim.evaluation.realistic_clicks import Clinician, neighbour_offset_mm
 from twinsim.evaluation.surroundings import check_surroundings, with_surroundings
 from twinsim.imaging.drr import DRRRenderer
 from twinsim.imaging.landmarks_file import CLICKABLE
-from twinsim.imaging.views import NAMED_VIEWS, sample_view_pairs
+from twinsim.imaging.views import NAMED_VIEWS, View, sample_view_pairs
 from twinsim.planning.planner import plan_vertebra
 from twinsim.planning.settings import PlanSettings
 from twinsim.recon.consistency import ClickConsistencyError, checked_initial_pose
@@ -102,29 +103,112 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "seconds_median": float(statistics.median(r["seconds"] for r in rows)) if rows else None}
 
 
+def _plan_state(ctx: dict[str, Any]) -> SimpleNamespace:
+    """A worker's state for one level: the CT, the patient meshes, the renderer, the model and the true vertebra."""
+    level, settings, surroundings = ctx["level"], ctx["settings"], ctx["surroundings"]
+    ct = load_ct(Path(ctx["ct"]), Path(ctx["labels"]), ctx["label_table"])
+    patient = build_patient(Path(ctx["ct"]), Path(ctx["labels"]), ctx["label_table"], require_levels=[level], progress=False)
+    model = load_model(ctx["model"])
+    renderer = DRRRenderer(with_surroundings(ct, level, surroundings) if surroundings != "ct" else ct)
+    # The truth's landmarks come from the driver (computed once per level), so every worker scores against the same.
+    true_v = TrueVertebra(patient.vertebra(level), model, settings, landmarks=ctx["_truth_landmarks"])
+    realistic = ctx["clinician"].kind == "realistic"
+    return SimpleNamespace(ctx=ctx, patient=patient, model=model, renderer=renderer, true_v=true_v,
+                           ceiling_paths=plan_paths(true_v.ceiling)[0],
+                           bone=patient.vertebra(level) if realistic else None,
+                           neighbour=neighbour_offset_mm(patient.vertebrae, level) if realistic else None)
+
+
+def plan_case(st: SimpleNamespace, spec: dict[str, Any]) -> dict[str, Any]:
+    """One view pair: rendered, clicked, reconstructed and planned four ways, each scored in the true bone."""
+    ctx = st.ctx
+    level, settings, fit_settings, model, true_v = ctx["level"], ctx["settings"], ctx["fit"], st.model, st.true_v
+    va, vb = (View(*v) for v in spec["views"])
+    case_seed = spec["case_seed"]
+    centre = st.patient.vertebra(level).centroid_mm
+    acqs = [acquire(st.renderer, view_geometry(centre, v, ctx["size_px"]), v, case_seed + j) for j, v in enumerate((va, vb))]
+    geoms = [a.geometry for a in acqs]
+    clicks, mistake = ctx["clinician"].mark(geoms, true_v.landmarks, ctx["click_sigma_mm"], case_seed, CLICKABLE, st.bone,
+                                            st.neighbour)
+    case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb), "mistake": mistake}
+    rows: dict[str, dict[str, Any]] = {}
+    t = time.perf_counter()
+    gp = geoplan(geoms, st.ceiling_paths, ctx["geo"], seed=case_seed + 7)
+    missing = {s: v for s, v in gp.items() if isinstance(v, str)}
+    given = {s: v for s, v in gp.items() if not isinstance(v, str)}
+    gp_scores = true_v.score(given) if given else {}
+    for s, why in missing.items():
+        gp_scores[s] = {"accepted": False, "reason": why, "safe_in_truth": False}
+    rows["geoplan"] = {**case, **_case_row(gp_scores, "; ".join(missing.values()) or None, time.perf_counter() - t)}
+    folder = Path(spec["folder"]) if spec.get("folder") else None
+    saved = folder / f"{level}_reconstruction.json" if folder is not None else None
+    try:
+        if spec.get("reuse") and saved is not None and saved.is_file():
+            rec = json.loads(saved.read_text())
+            T_fit, coeffs, frame = np.asarray(rec["T_frame_model_mm"]), np.asarray(rec["coeffs_sd"]), rec["frame"]
+            T_init, init_s, recon_s = np.asarray(rec["initialization"]["T_frame_model_mm"]), 0.0, float(rec["wall_s"])
+            r = None
+        else:
+            t = time.perf_counter()
+            init = checked_initial_pose(model, acqs, clicks, fit_settings.click_sigma_mm)
+            init_s = time.perf_counter() - t
+            r = reconstruct(model, acqs, clicks, fit_settings, init=init)
+            T_fit, coeffs, frame, T_init, recon_s = r.T_frame_model, r.coeffs_sd, r.frame, init.T_frame_model, r.wall_s
+    except ValueError as exc:
+        for m in ("ours", "ours_transfer", "init_transfer"):
+            rows[m] = {**case, **_case_row(None, str(exc)), "input_refused": isinstance(exc, ClickConsistencyError)}
+        return rows
+    v_fit = frames.transform_points(T_fit, model.instance(coeffs))
+    v_init = frames.transform_points(T_init, model.mean_mm)
+    for m, verts, refine, base_s in (("ours", v_fit, True, recon_s + init_s), ("ours_transfer", v_fit, False, recon_s + init_s),
+                                     ("init_transfer", v_init, False, init_s)):
+        t = time.perf_counter()
+        try:
+            plan = plan_vertebra(verts, model.faces, model.annotation_points(verts),
+                                 PlanSettings(**{**settings.__dict__, "refine": refine}), frame=frame)
+        except ValueError as exc:
+            rows[m] = {**case, **_case_row(None, str(exc), base_s)}
+            continue
+        paths, ok = plan_paths(plan)
+        row = _case_row(true_v.score(paths, ok), seconds=base_s + time.perf_counter() - t)
+        row["refusals"] = {s: p.reasons for s, p in plan.paths.items() if p.reasons}
+        if r is not None and r.initial.check is not None:
+            row["input_check"] = r.initial.check.correction or "consistent"
+        rows[m] = {**case, **row}
+    if folder is not None and r is not None:
+        names = [a.save(folder, v.name.replace("/", "_"))[0].name for a, v in zip(acqs, (va, vb), strict=True)]
+        clicks.images, clicks.level = names, level
+        clicks.save(folder / "clicks.json")
+        save_reconstruction(folder / f"{level}_reconstruction.json", r, level, names)
+    return rows
+
+
 def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], n_random: int = 20,
                    seed: int = 0, size_px: int = 512, click_sigma_mm: float = 1.0, settings: PlanSettings | None = None,
                    progress: bool | None = None, case_dir: Path | None = None, reuse_cases: bool = False,
                    on_level: Callable[[dict[str, Any]], None] | None = None, surroundings: str = "ct",
-                   clinician: Clinician | None = None) -> dict[str, Any]:
+                   clinician: Clinician | None = None, runner: RunnerSettings | None = None,
+                   fit_settings: FitSettings | None = None) -> dict[str, Any]:
     """All levels' results. ``reuse_cases``: take each case's reconstruction from ``case_dir`` where one was saved
     (the same seeds give the same images and clicks), so that planner settings can be compared without refitting.
     ``surroundings``: render the X-rays from the CT as it is, or with all but the level's vertebra replaced
-    (:mod:`twinsim.evaluation.surroundings`), to measure what the clutter around the vertebra costs."""
+    (:mod:`twinsim.evaluation.surroundings`), to measure what the clutter around the vertebra costs.
+    ``runner``: serial in this process (default) or Ray workers (:mod:`twinsim.bench.runner`); the records are the same.
+    ``fit_settings``: the fit's (default: the product's, at the clicks' noise); a shorter fit is for tests only."""
     check_surroundings(surroundings)
     clinician = clinician or Clinician()
     settings = settings or PlanSettings()
-    fit_settings = FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
+    runner = runner or RunnerSettings(progress=progress)
+    fit_settings = fit_settings or FitSettings(click_sigma_mm=max(click_sigma_mm, 0.25))
     geo_settings = GeoPlanSettings(click_sigma_mm=click_sigma_mm, cannula_diameter_mm=settings.cannula_diameter_mm)
-    ct = load_ct(ct_path, labels_path, label_table)
     patient = build_patient(ct_path, labels_path, label_table, require_levels=levels, progress=None)
-    clinical = DRRRenderer(ct) if surroundings == "ct" else None  # one for every level
+    files_digest = content_digest([Path(ct_path), Path(labels_path), Path(label_table) if label_table else None])
     results: dict[str, Any] = {"levels": {}, "plan_settings": settings.__dict__, "geoplan_settings": asdict(geo_settings),
-                               "click_sigma_mm": click_sigma_mm, "clinician": asdict(clinician), "surroundings": surroundings, "image_px": size_px, "seed": seed, "random_pairs": n_random}
+                               "click_sigma_mm": click_sigma_mm, "clinician": asdict(clinician), "surroundings": surroundings,
+                               "image_px": size_px, "seed": seed, "random_pairs": n_random, "runner": []}
     pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
     for level in levels:
         model = load_model(default_model_name(level))
-        renderer = clinical or DRRRenderer(with_surroundings(ct, level, surroundings))
         t0 = time.perf_counter()
         true_v = TrueVertebra(patient.vertebra(level), model, settings)
         ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
@@ -133,74 +217,32 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
         per: dict[str, Any] = {"model": model.name, "stress": level not in MODEL_LEVELS[model.name],
                                "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
                                                 for s, p in true_v.ceiling.paths.items()}}
-        bone = patient.vertebra(level) if clinician.kind == "realistic" else None
-        neighbour = neighbour_offset_mm(patient.vertebrae, level) if bone is not None else None
-        bar = tqdm(total=sum(len(v) for v in pairs.values()), desc=f"bench plan {level}", unit="pair", disable=progress is False)
+        ctx = {"ct": str(ct_path), "labels": str(labels_path), "label_table": label_table, "files": files_digest,
+               "level": level, "model": model.name, "settings": settings, "fit": fit_settings, "geo": geo_settings,
+               "clinician": clinician, "click_sigma_mm": click_sigma_mm, "size_px": size_px, "surroundings": surroundings,
+               "_truth_landmarks": true_v.landmarks}
+        specs, where = [], []
         for set_name, view_pairs in pairs.items():
-            rows: dict[str, list] = {m: [] for m in METHODS}
             for k, (va, vb) in enumerate(view_pairs):
-                case_seed = seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500)
-                acqs = [acquire(renderer, view_geometry(patient.vertebra(level).centroid_mm, v, size_px), v, case_seed + j)
-                        for j, v in enumerate((va, vb))]
-                geoms = [a.geometry for a in acqs]
-                clicks, mistake = clinician.mark(geoms, true_v.landmarks, click_sigma_mm, case_seed, CLICKABLE, bone, neighbour)
-                case = {"views": [va.name, vb.name], "separation_deg": va.beam_angle_to_deg(vb), "mistake": mistake}
-                rows["ceiling"].append({**case, **ceiling_row})
-                rows["model_floor"].append({**case, **floor_row})
-                t = time.perf_counter()
-                gp = geoplan(geoms, ceiling_paths, geo_settings, seed=case_seed + 7)
-                missing = {s: v for s, v in gp.items() if isinstance(v, str)}
-                given = {s: v for s, v in gp.items() if not isinstance(v, str)}
-                gp_scores = true_v.score(given) if given else {}
-                for s, why in missing.items():
-                    gp_scores[s] = {"accepted": False, "reason": why, "safe_in_truth": False}
-                rows["geoplan"].append({**case, **_case_row(gp_scores, "; ".join(missing.values()) or None, time.perf_counter() - t)})
                 folder = case_dir / level / f"{set_name}_{k:02d}" if case_dir is not None else None
-                saved = folder / f"{level}_reconstruction.json" if folder is not None else None
-                try:
-                    if reuse_cases and saved is not None and saved.is_file():
-                        rec = json.loads(saved.read_text())
-                        T_fit, coeffs, frame = np.asarray(rec["T_frame_model_mm"]), np.asarray(rec["coeffs_sd"]), rec["frame"]
-                        T_init, init_s, recon_s = np.asarray(rec["initialization"]["T_frame_model_mm"]), 0.0, float(rec["wall_s"])
-                        r = None
-                    else:
-                        t = time.perf_counter()
-                        init = checked_initial_pose(model, acqs, clicks, fit_settings.click_sigma_mm)
-                        init_s = time.perf_counter() - t
-                        r = reconstruct(model, acqs, clicks, fit_settings, init=init)
-                        T_fit, coeffs, frame, T_init, recon_s = r.T_frame_model, r.coeffs_sd, r.frame, init.T_frame_model, r.wall_s
-                except ValueError as exc:
-                    for m in ("ours", "ours_transfer", "init_transfer"):
-                        rows[m].append({**case, **_case_row(None, str(exc)), "input_refused": isinstance(exc, ClickConsistencyError)})
-                    bar.update(1)
-                    continue
-                v_fit = frames.transform_points(T_fit, model.instance(coeffs))
-                v_init = frames.transform_points(T_init, model.mean_mm)
-                for m, verts, refine, base_s in (("ours", v_fit, True, recon_s + init_s), ("ours_transfer", v_fit, False, recon_s + init_s),
-                                                 ("init_transfer", v_init, False, init_s)):
-                    t = time.perf_counter()
-                    try:
-                        plan = plan_vertebra(verts, model.faces, model.annotation_points(verts),
-                                             PlanSettings(**{**settings.__dict__, "refine": refine}), frame=frame)
-                    except ValueError as exc:
-                        rows[m].append({**case, **_case_row(None, str(exc), base_s)})
-                        continue
-                    paths, ok = plan_paths(plan)
-                    row = _case_row(true_v.score(paths, ok), seconds=base_s + time.perf_counter() - t)
-                    row["refusals"] = {s: p.reasons for s, p in plan.paths.items() if p.reasons}
-                    if r is not None and r.initial.check is not None:
-                        row["input_check"] = r.initial.check.correction or "consistent"
-                    rows[m].append({**case, **row})
-                if folder is not None and r is not None:
-                    names = []
-                    for a, v in zip(acqs, (va, vb), strict=True):
-                        names.append(a.save(folder, v.name.replace("/", "_"))[0].name)
-                    clicks.images, clicks.level = names, level
-                    clicks.save(folder / "clicks.json")
-                    save_reconstruction(folder / f"{level}_reconstruction.json", r, level, names)
-                bar.update(1)
-            per[set_name] = {m: {"summary": summarize(rows[m]), "cases": rows[m]} for m in METHODS}
-        bar.close()
+                specs.append({"set": set_name, "k": k, "case_seed": seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500),
+                              "views": [[v.name, v.lao_deg, v.cranial_deg] for v in (va, vb)],
+                              "folder": str(folder) if folder else None, "reuse": reuse_cases})
+                where.append(set_name)
+        run = run_cases("plan", plan_case, _plan_state, ctx, specs, runner, desc=f"bench plan {level}")
+        results["runner"].append({"level": level, **run.summary()})
+        rows: dict[str, dict[str, list]] = {set_name: {m: [] for m in METHODS} for set_name in pairs}
+        for set_name, spec, res in zip(where, specs, run.results, strict=True):
+            case = {"views": [v[0] for v in spec["views"]]}
+            got = res.record or {m: {**case, **_case_row(None, f"case failed twice: {res.error}")}
+                                 for m in ("ours", "ours_transfer", "init_transfer", "geoplan")}
+            for m in ("ours", "ours_transfer", "init_transfer", "geoplan"):
+                rows[set_name][m].append(got[m])
+            base = {k: got["ours"][k] for k in ("views", "separation_deg", "mistake") if k in got["ours"]}
+            rows[set_name]["ceiling"].append({**base, **ceiling_row})
+            rows[set_name]["model_floor"].append({**base, **floor_row})
+        for set_name in pairs:
+            per[set_name] = {m: {"summary": summarize(rows[set_name][m]), "cases": rows[set_name][m]} for m in METHODS}
         results["levels"][level] = per
         if on_level is not None:
             on_level(results)
@@ -331,25 +373,30 @@ def plot_curve(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
 
 def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list[str], out: Path, n_random: int, seed: int,
          case_dir: Path | None = None, click_sigmas_mm: tuple[float, ...] = (1.0,), reuse_cases: bool = False,
-         settings: PlanSettings | None = None, surroundings: str = "ct", clinician: Clinician | None = None) -> int:
+         settings: PlanSettings | None = None, surroundings: str = "ct", clinician: Clinician | None = None,
+         runner: RunnerSettings | None = None) -> int:
     clinician = clinician or Clinician()
+    runner = runner or RunnerSettings()
     sigmas = ", ".join(f"{s:g}" for s in click_sigmas_mm)
     print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {sigmas} mm, "
-          f"{clinician.kind} clinician; surroundings {surroundings}; torch threads {torch.get_num_threads()}")
+          f"{clinician.kind} clinician; surroundings {surroundings}; "
+          + (f"Ray at {runner.cluster_address}" if runner.cluster_address else
+             f"{runner.workers} Ray workers" if runner.uses_ray else "serial") + f"; records in {runner.records}")
     header = {"reference_seed000": SEED000, "targets": TARGETS, "reused_cases": reuse_cases, "patient": {"ct": ct_path.name, "labels": labels_path.name},
-              "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}}
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads_per_case": CASE_THREADS}}
     one = len(click_sigmas_mm) == 1
     runs: dict[str, dict[str, Any]] = {}
     for sigma in click_sigmas_mm:
         path = out if one else out.with_name(f"{out.stem}_{sigma:g}mm{out.suffix}")
         cases = case_dir if one or case_dir is None else case_dir / f"clicks_{sigma:g}mm"
+        rs = runner if one or runner.records is None else replace(runner, records=runner.records / f"clicks_{sigma:g}mm")
 
         def save(partial: dict[str, Any], path: Path = path) -> None:
             write_json(path, {**partial, **header, "complete": list(partial["levels"]) == levels})
 
         r = {**run_plan_bench(ct_path, labels_path, label_table, levels, n_random=n_random, seed=seed, click_sigma_mm=sigma,
                               case_dir=cases, reuse_cases=reuse_cases, settings=settings, on_level=save,
-                              surroundings=surroundings, clinician=clinician), **header}
+                              surroundings=surroundings, clinician=clinician, runner=rs), **header}
         runs[f"{sigma:g}"] = r
         print(format_plan_bench(r))
         print(f"wrote {plot_plan_bench(r, path.with_suffix('.png'))}")

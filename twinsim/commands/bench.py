@@ -27,6 +27,32 @@ def _levels(args: argparse.Namespace) -> list[str]:
     return [lv.upper() for lv in comma_list(args.levels, "--levels", f"bench {args.bench}")] or ["L1", "T12", "T11"]
 
 
+def add_runner_arguments(p: argparse.ArgumentParser) -> None:
+    """Where a bench's cases run (:mod:`twinsim.bench.runner`)."""
+    p.add_argument("--workers", type=int, default=None,
+                   help="cases side by side in this many processes on this machine, on an embedded Ray (default: the "
+                        "machine's cores); 1 runs them one after another in this process, without Ray")
+    p.add_argument("--address", help="join an existing Ray cluster at HOST:PORT instead (default: $RAY_ADDRESS); the "
+                                     "patient files must be at the same path on every node")
+    p.add_argument("--resume", metavar="DIR", help="the records folder of an earlier run: its finished cases (same inputs, "
+                                                    "same content key) are kept and only the others run")
+
+
+def runner_from(args: argparse.Namespace, out: Path) -> object:
+    from twinsim.bench.runner import RunnerSettings, connect, default_workers
+
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise UsageError(f"twinsim bench {args.bench}: --workers must be >= 1, got {workers}")
+    records = Path(args.resume) if args.resume else out.with_name(f"{out.stem}.records")
+    if args.resume and not records.is_dir():
+        raise UsageError(f"twinsim bench {args.bench}: --resume {records}: no such folder (the records of an earlier run)")
+    settings = RunnerSettings(workers=workers, address=args.address, records=records, resume=bool(args.resume))
+    if settings.cluster_address:
+        connect(settings)  # before any patient is loaded: an unreachable cluster says so at once
+    return settings
+
+
 def cmd_scene(args: argparse.Namespace) -> int:
     from twinsim.bench.scene import main
 
@@ -77,7 +103,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ct, labels, table, _ = patient_files(args, "bench plan")
     return main(ct, labels, table, _levels(args), _out(args), args.pairs, args.seed, Path(args.cases) if args.cases else None,
                 sigmas, args.reuse_cases, plan_command.settings_from(args), args.surroundings,
-                Clinician(args.clinician, args.mistake_rate))
+                Clinician(args.clinician, args.mistake_rate), runner_from(args, _out(args)))
 
 
 def cmd_hal(args: argparse.Namespace) -> int:
@@ -213,6 +239,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--surroundings", choices=SURROUNDINGS, default="ct",
                    help="render the X-rays from the CT as it is (default), or with everything but the scored vertebra "
                         "replaced by uniform soft tissue or by air: an ablation (give each its own --cases DIR)")
+    add_runner_arguments(p)
     plan_command.add_settings_arguments(p)
     seed(p)
 
