@@ -131,7 +131,7 @@ def test_bad_runner_settings_are_refused():
 
 
 @pytest.mark.timeout(600)
-def test_bench_plan_on_two_workers_writes_the_serial_records(example, tmp_path):
+def test_bench_plan_on_two_workers_writes_the_serial_records(example, example_patient_model, tmp_path):
     """A short bench plan (AP+LAT and one random pair, a short fit at 256 px): the same per-case records to 1e-9."""
     from twinsim.bench.plan import run_plan_bench
     from twinsim.recon.fit import FitSettings

@@ -74,10 +74,12 @@ def test_a_scenarios_instrument_reaches_the_planner_and_a_misspelt_one_is_refuse
 
 @pytest.mark.slow
 def test_the_ci_scenarios_meet_their_expectations(tmp_path, example_patient_model):
-    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path), "--workers", "2",
                           *map(str, SHIPPED)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
-    results = json.loads((tmp_path / "scenarios.json").read_text())["results"]
+    run = json.loads((tmp_path / "scenarios.json").read_text())
+    assert run["complete"] and run["runner"]["backend"] == "ray" and run["runner"]["failed"] == 0  # as Ray tasks
+    results = run["results"]
     assert len(results) == sum(load_scenario(p).ci for p in SHIPPED) >= 5
     assert all(r["passed"] for r in results)
     for r in results:

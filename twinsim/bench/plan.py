@@ -23,7 +23,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +36,7 @@ from twinsim.anatomy.ct import load_ct
 from twinsim.anatomy.patient import build_patient
 from twinsim.anatomy.wheel_data import content_digest
 from twinsim.bench.recon import acquire, iter_summaries, view_geometry
-from twinsim.bench.runner import CASE_THREADS, RunnerSettings, run_cases
+from twinsim.bench.runner import CASE_THREADS, RunnerSettings, run_cases, session
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.plan_truth import TrueVertebra, plan_paths
 from twinsim.evaluation.realistic_clicks import Clinician, neighbour_offset_mm
@@ -207,46 +207,77 @@ def run_plan_bench(ct_path: Path, labels_path: Path, label_table: str | None, le
                                "click_sigma_mm": click_sigma_mm, "clinician": asdict(clinician), "surroundings": surroundings,
                                "image_px": size_px, "seed": seed, "random_pairs": n_random, "runner": []}
     pairs = {"ap_lat": [(NAMED_VIEWS["AP"], NAMED_VIEWS["LAT"])], "random": sample_view_pairs(n_random, seed=seed)}
-    for level in levels:
-        model = load_model(default_model_name(level))
-        t0 = time.perf_counter()
-        true_v = TrueVertebra(patient.vertebra(level), model, settings)
-        ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
-        ceiling_row = _case_row(true_v.score(ceiling_paths, ceiling_ok), seconds=time.perf_counter() - t0)
-        floor_row = _case_row(true_v.score(*plan_paths(true_v.model_floor)))
-        per: dict[str, Any] = {"model": model.name, "stress": level not in MODEL_LEVELS[model.name],
-                               "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
-                                                for s, p in true_v.ceiling.paths.items()}}
-        ctx = {"ct": str(ct_path), "labels": str(labels_path), "label_table": label_table, "files": files_digest,
-               "level": level, "model": model.name, "settings": settings, "fit": fit_settings, "geo": geo_settings,
-               "clinician": clinician, "click_sigma_mm": click_sigma_mm, "size_px": size_px, "surroundings": surroundings,
-               "_truth_landmarks": true_v.landmarks}
-        specs, where = [], []
-        for set_name, view_pairs in pairs.items():
-            for k, (va, vb) in enumerate(view_pairs):
-                folder = case_dir / level / f"{set_name}_{k:02d}" if case_dir is not None else None
-                specs.append({"set": set_name, "k": k, "case_seed": seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500),
-                              "views": [[v.name, v.lao_deg, v.cranial_deg] for v in (va, vb)],
-                              "folder": str(folder) if folder else None, "reuse": reuse_cases})
-                where.append(set_name)
-        run = run_cases("plan", plan_case, _plan_state, ctx, specs, runner, desc=f"bench plan {level}")
-        results["runner"].append({"level": level, **run.summary()})
-        rows: dict[str, dict[str, list]] = {set_name: {m: [] for m in METHODS} for set_name in pairs}
-        for set_name, spec, res in zip(where, specs, run.results, strict=True):
-            case = {"views": [v[0] for v in spec["views"]]}
-            got = res.record or {m: {**case, **_case_row(None, f"case failed twice: {res.error}")}
-                                 for m in ("ours", "ours_transfer", "init_transfer", "geoplan")}
-            for m in ("ours", "ours_transfer", "init_transfer", "geoplan"):
-                rows[set_name][m].append(got[m])
-            base = {k: got["ours"][k] for k in ("views", "separation_deg", "mistake") if k in got["ours"]}
-            rows[set_name]["ceiling"].append({**base, **ceiling_row})
-            rows[set_name]["model_floor"].append({**base, **floor_row})
-        for set_name in pairs:
-            per[set_name] = {m: {"summary": summarize(rows[set_name][m]), "cases": rows[set_name][m]} for m in METHODS}
-        results["levels"][level] = per
-        if on_level is not None:
-            on_level(results)
+    job = _PlanJob(Path(ct_path), Path(labels_path), label_table, patient, files_digest, settings, fit_settings, geo_settings,
+                   clinician, click_sigma_mm, size_px, surroundings, seed, case_dir, reuse_cases, runner, pairs)
+    with session(runner, warm=[__name__]):
+        for level in levels:
+            _plan_level(job, level, results)
+            if on_level is not None:
+                on_level(results)
     return results
+
+
+@dataclass(frozen=True)
+class _PlanJob:
+    """What every level of one bench plan run shares."""
+
+    ct_path: Path
+    labels_path: Path
+    label_table: str | None
+    patient: Any
+    files_digest: str
+    settings: PlanSettings
+    fit_settings: FitSettings
+    geo_settings: GeoPlanSettings
+    clinician: Clinician
+    click_sigma_mm: float
+    size_px: int
+    surroundings: str
+    seed: int
+    case_dir: Path | None
+    reuse_cases: bool
+    runner: RunnerSettings
+    pairs: dict[str, list]
+
+
+def _plan_level(job: _PlanJob, level: str, results: dict[str, Any]) -> None:
+    """One level: the truth once here, then its cases through the runner, summarized into ``results``."""
+    model = load_model(default_model_name(level))
+    t0 = time.perf_counter()
+    true_v = TrueVertebra(job.patient.vertebra(level), model, job.settings)
+    ceiling_paths, ceiling_ok = plan_paths(true_v.ceiling)
+    ceiling_row = _case_row(true_v.score(ceiling_paths, ceiling_ok), seconds=time.perf_counter() - t0)
+    floor_row = _case_row(true_v.score(*plan_paths(true_v.model_floor)))
+    per: dict[str, Any] = {"model": model.name, "stress": level not in MODEL_LEVELS[model.name],
+                           "ceiling_plan": {s: {"clearance_mm": p.min_clearance_mm, "safe": p.safe, "reasons": p.reasons}
+                                            for s, p in true_v.ceiling.paths.items()}}
+    ctx = {"ct": str(job.ct_path), "labels": str(job.labels_path), "label_table": job.label_table, "files": job.files_digest,
+           "level": level, "model": model.name, "settings": job.settings, "fit": job.fit_settings, "geo": job.geo_settings,
+           "clinician": job.clinician, "click_sigma_mm": job.click_sigma_mm, "size_px": job.size_px, "surroundings": job.surroundings,
+           "_truth_landmarks": true_v.landmarks}
+    specs, where = [], []
+    for set_name, view_pairs in job.pairs.items():
+        for k, (va, vb) in enumerate(view_pairs):
+            folder = job.case_dir / level / f"{set_name}_{k:02d}" if job.case_dir is not None else None
+            specs.append({"set": set_name, "k": k, "case_seed": job.seed * 1000 + 10 * k + (0 if set_name == "ap_lat" else 500),
+                          "views": [[v.name, v.lao_deg, v.cranial_deg] for v in (va, vb)],
+                          "folder": str(folder) if folder else None, "reuse": job.reuse_cases})
+            where.append(set_name)
+    run = run_cases("plan", plan_case, _plan_state, ctx, specs, job.runner, desc=f"bench plan {level}")
+    results["runner"].append({"level": level, **run.summary()})
+    rows: dict[str, dict[str, list]] = {set_name: {m: [] for m in METHODS} for set_name in job.pairs}
+    for set_name, spec, res in zip(where, specs, run.results, strict=True):
+        case = {"views": [v[0] for v in spec["views"]]}
+        got = res.record or {m: {**case, **_case_row(None, f"case failed twice: {res.error}")}
+                             for m in ("ours", "ours_transfer", "init_transfer", "geoplan")}
+        for m in ("ours", "ours_transfer", "init_transfer", "geoplan"):
+            rows[set_name][m].append(got[m])
+        base = {k: got["ours"][k] for k in ("views", "separation_deg", "mistake") if k in got["ours"]}
+        rows[set_name]["ceiling"].append({**base, **ceiling_row})
+        rows[set_name]["model_floor"].append({**base, **floor_row})
+    for set_name in job.pairs:
+        per[set_name] = {m: {"summary": summarize(rows[set_name][m]), "cases": rows[set_name][m]} for m in METHODS}
+    results["levels"][level] = per
 
 
 def _pct(x: float | None) -> str:

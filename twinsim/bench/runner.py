@@ -22,14 +22,15 @@ same path on every node: a shared folder, or the same set-up on each node.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,35 @@ def connect(s: RunnerSettings) -> bool:
     return True
 
 
+def _import(module: str) -> str:
+    import importlib
+
+    importlib.import_module(module)
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextlib.contextmanager
+def session(s: RunnerSettings, warm: Sequence[str] = ()) -> Iterator[None]:
+    """Ray up for a whole bench (several ``run_cases`` calls), its workers importing ``warm`` while the driver
+    prepares the first run's context (the truth's fit, the patient); shut down at the end if it was started here."""
+    if not s.uses_ray:
+        yield
+        return
+    import ray
+
+    started = connect(s)
+    try:
+        if warm:
+            task = ray.remote(num_cpus=1)(_import)
+            for _ in range(max(s.workers, 1)):
+                for m in warm:
+                    task.remote(m)  # not waited for: a case queued behind it simply starts later
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def _run_serial(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str,
                 todo: list[tuple[int, str, dict[str, Any]]], s: RunnerSettings, bar: tqdm,
                 on_result: Callable[[CaseResult], None]) -> None:
@@ -295,9 +325,10 @@ def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo:
 
 
 def run_cases(bench: str, fn: CaseFn, setup: Setup, context: dict[str, Any], specs: Sequence[dict[str, Any]],
-              settings: RunnerSettings = SERIAL, desc: str | None = None) -> RunReport:
+              settings: RunnerSettings = SERIAL, desc: str | None = None,
+              on_result: Callable[[CaseResult], None] | None = None) -> RunReport:
     """Every case of ``specs`` through ``fn(state, spec)``, ``state = setup(context)`` built once per worker.
-    Results come back in case order, whatever order they finished in."""
+    Results come back in case order, whatever order they finished in; ``on_result`` sees each as it finishes."""
     s = settings
     if s.records is not None:
         try:
@@ -316,18 +347,22 @@ def run_cases(bench: str, fn: CaseFn, setup: Setup, context: dict[str, Any], spe
         else:
             todo.append((i, key, dict(spec)))
 
-    def on_result(res: CaseResult) -> None:
+    def finished(res: CaseResult) -> None:
         results[res.index] = res
         _save(s.records, res)
+        if on_result is not None:
+            on_result(res)
 
+    if s.cluster_address is None and s.workers > len(todo):
+        s = replace(s, workers=max(len(todo), 1))  # no idle processes; one case left runs here, without Ray
     t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     with tqdm(total=len(specs), initial=len(specs) - len(todo), desc=desc or bench, unit="case",
               disable=s.progress is False) as bar:
         if todo and s.uses_ray:
-            stats = _run_ray(fn, setup, context, ckey, todo, s, bar, on_result)
+            stats = _run_ray(fn, setup, context, ckey, todo, s, bar, finished)
         elif todo:
-            _run_serial(fn, setup, context, ckey, todo, s, bar, on_result)
+            _run_serial(fn, setup, context, ckey, todo, s, bar, finished)
     backend = "ray" if s.uses_ray else "serial"
     return RunReport([results[i] for i in range(len(specs))], time.perf_counter() - t0, max(s.workers, 1), backend,
                      s.cluster_address, stats)

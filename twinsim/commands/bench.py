@@ -38,15 +38,17 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
                                                     "same content key) are kept and only the others run")
 
 
-def runner_from(args: argparse.Namespace, out: Path) -> object:
+def runner_from(args: argparse.Namespace, records: Path, what: str | None = None) -> object:
+    """The runner's settings from the options; ``records``: where the case records go when not resuming."""
     from twinsim.bench.runner import RunnerSettings, connect, default_workers
 
+    what = what or f"twinsim bench {args.bench}"
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
-        raise UsageError(f"twinsim bench {args.bench}: --workers must be >= 1, got {workers}")
-    records = Path(args.resume) if args.resume else out.with_name(f"{out.stem}.records")
+        raise UsageError(f"{what}: --workers must be >= 1, got {workers}")
+    records = Path(args.resume) if args.resume else records
     if args.resume and not records.is_dir():
-        raise UsageError(f"twinsim bench {args.bench}: --resume {records}: no such folder (the records of an earlier run)")
+        raise UsageError(f"{what}: --resume {records}: no such folder (the records of an earlier run)")
     settings = RunnerSettings(workers=workers, address=args.address, records=records, resume=bool(args.resume))
     if settings.cluster_address:
         connect(settings)  # before any patient is loaded: an unreachable cluster says so at once
@@ -103,7 +105,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ct, labels, table, _ = patient_files(args, "bench plan")
     return main(ct, labels, table, _levels(args), _out(args), args.pairs, args.seed, Path(args.cases) if args.cases else None,
                 sigmas, args.reuse_cases, plan_command.settings_from(args), args.surroundings,
-                Clinician(args.clinician, args.mistake_rate), runner_from(args, _out(args)))
+                Clinician(args.clinician, args.mistake_rate),
+                runner_from(args, _out(args).with_name(f"{_out(args).stem}.records")))
 
 
 def cmd_hal(args: argparse.Namespace) -> int:

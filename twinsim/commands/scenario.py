@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
-from twinsim.logs import quiet
+from tqdm import tqdm
 
 DESCRIPTION = """\
 run: each scenario is a rehearsal in the simulated room with faults put in (occlusion, patient
@@ -28,7 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = actions.add_parser("run", parents=[files], help="run the scenarios and judge each against its expectation")
     r.add_argument("-o", "--out", default="out/scenarios", help="output folder (default out/scenarios)")
     r.add_argument("--ci", action="store_true", help="run only the scenarios marked ci: true (the fast ones)")
-    r.add_argument("-v", "--verbose", action="store_true", help="print each step of each rehearsal")
+    r.add_argument("-v", "--verbose", action="store_true", help="print each step of each rehearsal (serial runs only)")
+    from twinsim.commands.bench import add_runner_arguments
+
+    add_runner_arguments(r)
     r.set_defaults(func=cmd_scenario)
     c = actions.add_parser("check", parents=[files], help="validate the files only (a misspelt key is an error)")
     c.set_defaults(func=cmd_scenario)
@@ -68,21 +70,37 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         return 0
     if args.ci:
         scenarios = [s for s in scenarios if s.ci]
-    from twinsim.scenario.runner import run_scenario
+    from twinsim.anatomy.wheel_data import content_digest
+    from twinsim.bench.runner import CaseResult, run_cases
+    from twinsim.commands.bench import runner_from
+    from twinsim.scenario.runner import scenario_case, scenario_state
 
     out = Path(args.out)
-    results = []
-    for k, sc in enumerate(scenarios, 1):
-        print(f"[{k}/{len(scenarios)}] {sc.name}: expect {sc.expect.outcome}", flush=True)
-        with contextlib.nullcontext() if args.verbose else quiet("twinsim.procedure"):  # each step only with -v
-            res = run_scenario(sc, out / sc.name)
-        results.append(res)
-        print(f"      {'PASS' if res.passed else 'FAIL'}: {res.got} ({res.wall_s:.0f} s)"
-              + ("".join(f"\n      - {p}" for p in res.problems)), flush=True)
-        write_json(out / "scenarios.json", {"format": "twinsim-scenario-run/1", "results": [r.to_dict() for r in results]})
-    rows = [[r.scenario.name, r.expected, r.got, "pass" if r.passed else "FAIL", _figures(r.figures)] for r in results]
+    runner = runner_from(args, out / "records", "twinsim scenario run")
+    specs = [{"name": sc.name, "file": str(sc.path), "digest": content_digest([Path(sc.path)]), "out": str(out / sc.name)}
+             for sc in scenarios]
+    done: dict[int, dict] = {}
+
+    def finished(res: CaseResult) -> None:
+        rec = res.record or {"name": specs[res.index]["name"], "expected": "-", "got": f"error: {res.error}", "passed": False,
+                             "problems": [f"the run failed twice: {res.error}"], "figures": {}, "wall_s": 0.0}
+        done[res.index] = rec
+        tqdm.write(f"{rec['name']}: {'PASS' if rec['passed'] else 'FAIL'}: {rec['got']} ({rec['wall_s']:.0f} s)"
+                   + "".join(f"\n      - {p}" for p in rec["problems"]))
+        write_json(out / "scenarios.json", {"format": "twinsim-scenario-run/1", "complete": False,
+                                            "results": [done[i] for i in sorted(done)]})
+
+    print(f"twinsim scenario run: {len(specs)} scenario(s), "
+          + (f"Ray at {runner.cluster_address}" if runner.cluster_address else
+             f"{runner.workers} Ray workers" if runner.uses_ray else "serial") + f"; records in {runner.records}", flush=True)
+    run = run_cases("scenario", scenario_case, scenario_state, {"_verbose": args.verbose}, specs, runner,
+                    desc="scenarios", on_result=finished)
+    results = [res.record or done[res.index] for res in run.results]
+    write_json(out / "scenarios.json", {"format": "twinsim-scenario-run/1", "complete": True, "runner": run.summary(),
+                                        "results": results})
+    rows = [[r["name"], r["expected"], r["got"], "pass" if r["passed"] else "FAIL", _figures(r["figures"])] for r in results]
     print(table(["scenario", "expected", "got", "result", "figures"], rows))
-    failed = [r.scenario.name for r in results if not r.passed]
+    failed = [r["name"] for r in results if not r["passed"]]
     print(f"{len(results) - len(failed)} of {len(results)} scenarios met their expectation"
           + (f"; failed: {', '.join(failed)}" if failed else "") + f". Wrote {out / 'scenarios.json'}")
     return 1 if failed else 0

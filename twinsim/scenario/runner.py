@@ -153,3 +153,20 @@ def run_scenario(sc: Scenario, out: Path,
     problems += [f"the {k} fault never took effect (its trigger never came)" for k in faults.never_fired()]
     return ScenarioResult(sc, expected, got, not problems, problems, figures, faults.summary(),
                           log.meta.get("report_page"), time.perf_counter() - t0)
+
+
+def scenario_state(context: dict[str, Any]) -> dict[str, Any]:
+    """Nothing shared between scenarios: each builds its own room, with its own faults."""
+    return context
+
+
+def scenario_case(context: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """One scenario file run and judged (a case of :func:`twinsim.bench.runner.run_cases`): its result as a dict."""
+    import contextlib
+
+    from twinsim.logs import quiet
+    from twinsim.scenario.schema import load_scenario
+
+    sc = load_scenario(spec["file"])
+    with contextlib.nullcontext() if context.get("_verbose") else quiet("twinsim.procedure"):
+        return run_scenario(sc, Path(spec["out"])).to_dict()
