@@ -102,6 +102,7 @@ class CaseResult:
     setup_s: float = 0.0  # this worker's state built for this case (0 when it was kept from an earlier case)
     worker: str = ""
     resumed: bool = False
+    max_rss_mb: float = 0.0  # the worker process's peak resident memory so far (the driver's, serially)
 
     @property
     def failed(self) -> bool:
@@ -128,7 +129,8 @@ class RunReport:
         return {"backend": self.backend, "workers": self.workers, "address": self.address, "cases": len(self.results),
                 "ran": len(ran), "resumed": len(self.results) - len(ran), "failed": sum(r.failed for r in self.results),
                 "wall_s": self.wall_s, "case_s_median": med,
-                "setup_s_total": sum(r.setup_s for r in ran), **self.stats}
+                "setup_s_total": sum(r.setup_s for r in ran),
+                "worker_max_rss_mb": max((r.max_rss_mb for r in ran), default=None), **self.stats}
 
 
 def content_key(bench: str, context: dict[str, Any], spec: dict[str, Any]) -> str:
@@ -162,7 +164,10 @@ def execute(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, spec: 
     state, setup_s = _state(setup, context, ckey)
     t = time.perf_counter()
     record = fn(state, spec)
-    return {"record": record, "case_s": time.perf_counter() - t, "setup_s": setup_s, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    import resource
+
+    return {"record": record, "case_s": time.perf_counter() - t, "setup_s": setup_s, "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
 # ---- the driver side ---------------------------------------------------------------------------------
@@ -186,7 +191,8 @@ def _save(records: Path | None, res: CaseResult) -> None:
         return  # a failed case is tried again on --resume
     write_json(_record_path(records, res.index, res.key),
                {"format": RECORD_FORMAT, "key": res.key, "index": res.index, "record": res.record,
-                "case_s": res.case_s, "setup_s": res.setup_s, "worker": res.worker, "attempts": res.attempts})
+                "case_s": res.case_s, "setup_s": res.setup_s, "worker": res.worker, "attempts": res.attempts,
+                "max_rss_mb": res.max_rss_mb})
 
 
 def check_address(address: str) -> None:
@@ -289,7 +295,8 @@ def _serial_cases(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str,
             except Exception as exc:  # noqa: BLE001 (a case that fails is recorded, the run goes on)
                 error = f"{type(exc).__name__}: {exc}"
         res = CaseResult(index, key, out["record"] if out else None, None if out else error, attempts,
-                         out["case_s"] if out else 0.0, out["setup_s"] if out else 0.0, out["worker"] if out else "")
+                         out["case_s"] if out else 0.0, out["setup_s"] if out else 0.0, out["worker"] if out else "",
+                         max_rss_mb=out["max_rss_mb"] if out else 0.0)
         on_result(res)
         bar.update(1)
 
@@ -311,7 +318,8 @@ def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo:
             index, key = pending.pop(ref)
             try:
                 out = ray.get(ref)
-                res = CaseResult(index, key, out["record"], None, 1, out["case_s"], out["setup_s"], out["worker"])
+                res = CaseResult(index, key, out["record"], None, 1, out["case_s"], out["setup_s"], out["worker"],
+                                 max_rss_mb=out["max_rss_mb"])
             except Exception as exc:  # noqa: BLE001 (failed twice: recorded, the run goes on)
                 cause = getattr(exc, "cause", None) or exc
                 res = CaseResult(index, key, None, f"{type(cause).__name__}: {str(cause).splitlines()[-1] if str(cause) else ''}",
