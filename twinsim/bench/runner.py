@@ -44,7 +44,7 @@ Setup = Callable[[dict[str, Any]], Any]
 CaseFn = Callable[[Any, dict[str, Any]], dict[str, Any]]
 RECORD_FORMAT = "twinsim-case-record/1"
 CONNECT_TIMEOUT_S = 5.0
-JOIN_TIMEOUT_S = 15.0
+JOIN_TIMEOUT_S = 10.0
 # Every case runs on one torch thread, serial or on Ray: a reduction split over more threads sums in another order,
 # and the fits amplify those last bits, so the records would depend on the backend. Measured on 2 cores, a bench
 # plan case on 1 thread took no longer than on 2; a machine's cores are used by running cases side by side.
@@ -219,8 +219,8 @@ def connect(s: RunnerSettings) -> bool:
     address = s.cluster_address
     if address:
         check_address(address)
-        # Ray retries a head that answers but is not one for 20 s, a second at a time; 10 is enough for a real one.
-        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "10")
+        # Ray retries a head that answers but is not one for 20 s, a second at a time; a real one answers in 1-3 s.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
         failure: list[BaseException] = []
 
         def join() -> None:
