@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import socket
 import threading
 import time
@@ -164,8 +165,6 @@ def execute(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, spec: 
     state, setup_s = _state(setup, context, ckey)
     t = time.perf_counter()
     record = fn(state, spec)
-    import resource
-
     return {"record": record, "case_s": time.perf_counter() - t, "setup_s": setup_s, "worker": f"{socket.gethostname()}:{os.getpid()}",
             "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
