@@ -81,8 +81,11 @@ def test_bench_patients_records_refusals_and_plans_on_the_second_ct(tmp_path, ex
     suite.write_text("format: twinsim-patient-suite/1\npatients:\n"
                      "  - {name: example, source: example, targets: [L2]}\n"
                      "  - {name: tptbox-sample, source: tptbox, targets: [L3], procedure: plan}\n")
+    from twinsim.recon.fit import FitSettings
+
     seen = []
-    r = run_patients_bench(suite, n_pairs=1, out_dir=tmp_path / "cases", progress=False, on_row=seen.append)
+    short = FitSettings(iterations=(20, 10, 5), restarts=0)  # what is tested is the suite's bookkeeping, not the fit
+    r = run_patients_bench(suite, n_pairs=1, out_dir=tmp_path / "cases", progress=False, on_row=seen.append, plan_fit=short)
     assert [row["status"] for row in r["rows"]] == ["refused", "ran"] and r["complete"]
     assert "L2 is cut by the CT field of view" in r["rows"][0]["reason"]
     assert len(seen) == 2 and not seen[0]["complete"]  # each row saved as it finished

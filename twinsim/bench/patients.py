@@ -53,12 +53,12 @@ def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Pat
 
 
 def _plan_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
-              sigma: float, progress: bool | None, clinician: Clinician | None = None) -> dict[str, Any]:
+              sigma: float, progress: bool | None, clinician: Clinician | None = None, fit: Any = None) -> dict[str, Any]:
     from twinsim.bench.plan import run_plan_bench
 
     ct, labels, lt = files
     r = run_plan_bench(ct, labels, str(lt) if lt else None, [target], n_random=n_pairs, seed=seed, click_sigma_mm=sigma,
-                       progress=progress, settings=_plan_settings(entry, target), clinician=clinician)
+                       progress=progress, settings=_plan_settings(entry, target), clinician=clinician, fit_settings=fit)
     ours = r["levels"][target]["random"]["ours"]
     cases = [{"stopped_at": "reconstruction" if c.get("error") and not c["paths"] else None, "success": c["success"],
               "given_unsafe": sum(1 for p in c["paths"].values() if p.get("accepted") is not False and not p["safe_in_truth"]),
@@ -99,8 +99,9 @@ def summarize_target(row: dict[str, Any]) -> dict[str, Any]:
 def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: int = 0, click_sigma_mm: float = 1.0,
                        only: list[str] | None = None, out_dir: Path | None = None, progress: bool | None = None,
                        base_scene: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-                       clinician: Clinician | None = None) -> dict[str, Any]:
-    """Every patient and target of the suite; ``on_row`` gets the result so far after each (a long run keeps what it did)."""
+                       clinician: Clinician | None = None, plan_fit: Any = None) -> dict[str, Any]:
+    """Every patient and target of the suite; ``on_row`` gets the result so far after each (a long run keeps what it did).
+    ``plan_fit``: the fit's settings on the patients planned only (default: the product's; a shorter fit is for tests)."""
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.patient import build_patient
     from twinsim.sim.scene_config import DEFAULT_SCENE
@@ -132,7 +133,7 @@ def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: 
                 res = _rehearse_row(entry, target, files, n_pairs, seed, click_sigma_mm, out_dir / f"{entry.name}_{target}",
                                     base_scene or DEFAULT_SCENE, progress, clinician)
             else:
-                res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress, clinician)
+                res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress, clinician, plan_fit)
             rows.append({**row, **res, "wall_s": time.perf_counter() - t0})
             if on_row is not None:
                 on_row(_result(rows, suite, seed, n_pairs, click_sigma_mm, complete=False))

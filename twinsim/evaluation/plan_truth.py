@@ -20,45 +20,10 @@ from typing import Any
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.evaluation.truth_fit import cached_surface_fit
 from twinsim.planning.planner import VertebraPlan, assess_pair, plan_vertebra
 from twinsim.planning.settings import PlanSettings
 from twinsim.shape.model import ShapeModel
-from twinsim.shape.surface_fit import SurfaceFit, fit_to_surface
-
-FIT_CACHE_VERSION = 1
-
-
-def cached_surface_fit(model: ShapeModel, truth: SurfaceMesh, iterations: int = 300) -> SurfaceFit:
-    """The model fitted to the true surface, computed once per surface and model and kept in the cache.
-
-    The fit is not bit-for-bit repeatable (a chamfer with nearest-neighbour matches over hundreds of Adam steps
-    amplifies the last bits of the BLAS sums, which depend on memory alignment), and every figure is scored against
-    it; kept, it is the same truth for every run, worker and resumed case on this machine."""
-    import hashlib
-    import os
-    import tempfile
-
-    from twinsim.paths import cache_home
-
-    h = hashlib.sha256()
-    for a in (truth.vertices_mm, truth.faces, model.mean_mm):
-        h.update(np.ascontiguousarray(a).tobytes())
-    h.update(f"{model.name}|{iterations}|v{FIT_CACHE_VERSION}".encode())
-    path = cache_home() / "truth-fits" / f"{h.hexdigest()[:32]}.npz"
-    try:
-        with np.load(path) as z:
-            return SurfaceFit(z["coeffs_sd"], z["T_target_model"], z["vertices_mm"], float(z["mean_distance_mm"]),
-                              float(z["p95_distance_mm"]))
-    except (OSError, KeyError, ValueError):
-        pass  # not there yet, or damaged: fitted again
-    fit = fit_to_surface(model, truth, iterations=iterations)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, coeffs_sd=fit.coeffs_sd, T_target_model=fit.T_target_model, vertices_mm=fit.vertices_mm,
-             mean_distance_mm=fit.mean_distance_mm, p95_distance_mm=fit.p95_distance_mm)
-    os.replace(tmp, path)  # whole or not at all, also with two workers fitting at once
-    return fit
 
 
 class TrueVertebra:

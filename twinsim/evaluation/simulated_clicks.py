@@ -13,17 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
+from twinsim.evaluation.truth_fit import cached_surface_fit
 from twinsim.imaging.landmarks_file import CLICKABLE, Clicks
 from twinsim.imaging.projection import ProjectionGeometry
 from twinsim.shape.model import ShapeModel
-from twinsim.shape.surface_fit import fit_to_surface
 
 DEFAULT_CLICK_SIGMA_MM = 1.0
 
 
 def true_landmarks_mm(model: ShapeModel, truth: SurfaceMesh, iterations: int = 300) -> dict[str, np.ndarray]:
-    """The model's landmarks on the ground-truth vertebra (model fitted to its surface)."""
-    fit = fit_to_surface(model, truth, iterations=iterations)
+    """The model's landmarks on the ground-truth vertebra (model fitted to its surface, once: see truth_fit)."""
+    fit = cached_surface_fit(model, truth, iterations=iterations)
     return model.annotation_points(fit.vertices_mm)
 
 
