@@ -74,11 +74,12 @@ def test_a_scenarios_instrument_reaches_the_planner_and_a_misspelt_one_is_refuse
 
 @pytest.mark.slow
 def test_the_ci_scenarios_meet_their_expectations(tmp_path, example_patient_model):
-    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path), "--workers", "2",
+    out = subprocess.run([sys.executable, "-m", "twinsim.cli", "scenario", "run", "--ci", "-o", str(tmp_path), "--workers", "1",
                           *map(str, SHIPPED)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     run = json.loads((tmp_path / "scenarios.json").read_text())
-    assert run["complete"] and run["runner"]["backend"] == "ray" and run["runner"]["failed"] == 0  # as Ray tasks
+    # Serial here: beside the suite's other worker on 2 cores, two more processes only add their start-up.
+    assert run["complete"] and run["runner"]["backend"] == "serial" and run["runner"]["failed"] == 0
     results = run["results"]
     assert len(results) == sum(load_scenario(p).ci for p in SHIPPED) >= 5
     assert all(r["passed"] for r in results)
