@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from twinsim.bench.patient_suite import DEFAULT_SUITE, SuiteError, SuitePatient,
 from twinsim.bench.plan import wilson_interval
 from twinsim.evaluation.realistic_clicks import Clinician
 from twinsim.report import num, table, write_figure, write_json
+
+if TYPE_CHECKING:
+    from twinsim.recon.fit import FitSettings
 
 PRE_PLAN = ("rig", "calibration", "x-rays", "landmarks", "reconstruction")
 
@@ -53,7 +56,7 @@ def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Pat
 
 
 def _plan_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
-              sigma: float, progress: bool | None, clinician: Clinician | None = None, fit: Any = None) -> dict[str, Any]:
+              sigma: float, progress: bool | None, clinician: Clinician | None = None, fit: FitSettings | None = None) -> dict[str, Any]:
     from twinsim.bench.plan import run_plan_bench
 
     ct, labels, lt = files
@@ -99,7 +102,7 @@ def summarize_target(row: dict[str, Any]) -> dict[str, Any]:
 def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: int = 0, click_sigma_mm: float = 1.0,
                        only: list[str] | None = None, out_dir: Path | None = None, progress: bool | None = None,
                        base_scene: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-                       clinician: Clinician | None = None, plan_fit: Any = None) -> dict[str, Any]:
+                       clinician: Clinician | None = None, plan_fit: FitSettings | None = None) -> dict[str, Any]:
     """Every patient and target of the suite; ``on_row`` gets the result so far after each (a long run keeps what it did).
     ``plan_fit``: the fit's settings on the patients planned only (default: the product's; a shorter fit is for tests)."""
     from twinsim.anatomy.ct import PatientDataError

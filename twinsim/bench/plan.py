@@ -410,9 +410,7 @@ def main(ct_path: Path, labels_path: Path, label_table: str | None, levels: list
     runner = runner or RunnerSettings()
     sigmas = ", ".join(f"{s:g}" for s in click_sigmas_mm)
     print(f"twinsim bench plan: {', '.join(levels)}; AP+LAT and {n_random} random view pairs; clicks {sigmas} mm, "
-          f"{clinician.kind} clinician; surroundings {surroundings}; "
-          + (f"Ray at {runner.cluster_address}" if runner.cluster_address else
-             f"{runner.workers} Ray workers" if runner.uses_ray else "serial") + f"; records in {runner.records}")
+          f"{clinician.kind} clinician; surroundings {surroundings}; {runner.describe()}")
     header = {"reference_seed000": SEED000, "targets": TARGETS, "reused_cases": reuse_cases, "patient": {"ct": ct_path.name, "labels": labels_path.name},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch_threads_per_case": CASE_THREADS}}
     one = len(click_sigmas_mm) == 1

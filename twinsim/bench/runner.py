@@ -84,6 +84,11 @@ class RunnerSettings:
     def uses_ray(self) -> bool:
         return self.cluster_address is not None or self.workers > 1
 
+    def describe(self) -> str:
+        where = (f"Ray at {self.cluster_address}" if self.cluster_address else
+                 f"{self.workers} Ray workers" if self.uses_ray else "serial")
+        return where + (f"; records in {self.records}" if self.records is not None else "")
+
 
 SERIAL = RunnerSettings()
 
@@ -275,29 +280,22 @@ def _run_serial(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str,
                 on_result: Callable[[CaseResult], None]) -> None:
     import torch
 
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # the caller's, given back after the cases' one thread
     try:
-        _serial_cases(fn, setup, context, ckey, todo, s, bar, on_result)
+        for index, key, spec in todo:
+            error, out, attempts = None, None, 0
+            while out is None and attempts <= s.max_retries:
+                attempts += 1
+                try:
+                    out = execute(fn, setup, context, ckey, spec, CASE_THREADS)
+                except Exception as exc:  # noqa: BLE001 (a case that fails is recorded, the run goes on)
+                    error = f"{type(exc).__name__}: {exc}"
+            res = (CaseResult(index, key, out["record"], None, attempts, out["case_s"], out["setup_s"], out["worker"],
+                              max_rss_mb=out["max_rss_mb"]) if out else CaseResult(index, key, None, error, attempts))
+            on_result(res)
+            bar.update(1)
     finally:
         torch.set_num_threads(threads)
-
-
-def _serial_cases(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str,
-                  todo: list[tuple[int, str, dict[str, Any]]], s: RunnerSettings, bar: tqdm,
-                  on_result: Callable[[CaseResult], None]) -> None:
-    for index, key, spec in todo:
-        error, out, attempts = None, None, 0
-        while out is None and attempts <= s.max_retries:
-            attempts += 1
-            try:
-                out = execute(fn, setup, context, ckey, spec, CASE_THREADS)
-            except Exception as exc:  # noqa: BLE001 (a case that fails is recorded, the run goes on)
-                error = f"{type(exc).__name__}: {exc}"
-        res = CaseResult(index, key, out["record"] if out else None, None if out else error, attempts,
-                         out["case_s"] if out else 0.0, out["setup_s"] if out else 0.0, out["worker"] if out else "",
-                         max_rss_mb=out["max_rss_mb"] if out else 0.0)
-        on_result(res)
-        bar.update(1)
 
 
 def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo: list[tuple[int, str, dict[str, Any]]],
@@ -306,7 +304,7 @@ def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo:
 
     t0 = time.perf_counter()
     started = connect(s)
-    init_s = time.perf_counter() - t0
+    stats = {"ray_init_s": time.perf_counter() - t0} if started else {}  # else started by the bench's session
     try:
         task = ray.remote(num_cpus=1, max_retries=s.max_retries, retry_exceptions=True)(execute)
         ctx_ref = ray.put(context)
@@ -328,7 +326,7 @@ def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo:
     finally:
         if started:
             ray.shutdown()
-    return {"ray_init_s": init_s}
+    return stats
 
 
 def run_cases(bench: str, fn: CaseFn, setup: Setup, context: dict[str, Any], specs: Sequence[dict[str, Any]],

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twinsim.commands import plan as plan_command
 from twinsim.commands.common import add_patient_arguments, at_least, comma_floats, comma_list, patient_files
 from twinsim.errors import UsageError
 from twinsim.evaluation.surroundings import SURROUNDINGS
+
+if TYPE_CHECKING:
+    from twinsim.bench.runner import RunnerSettings
 
 # twinsim.evaluation.realistic_clicks' names, without importing it (and open3d) to build the parser.
 CLINICIANS = ("ideal", "realistic")
@@ -38,7 +42,7 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
                                                     "same content key) are kept and only the others run")
 
 
-def runner_from(args: argparse.Namespace, records: Path, what: str | None = None) -> object:
+def runner_from(args: argparse.Namespace, records: Path, what: str | None = None) -> RunnerSettings:
     """The runner's settings from the options; ``records``: where the case records go when not resuming."""
     from twinsim.bench.runner import RunnerSettings, connect, default_workers
 

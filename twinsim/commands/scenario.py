@@ -90,9 +90,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         write_json(out / "scenarios.json", {"format": "twinsim-scenario-run/1", "complete": False,
                                             "results": [done[i] for i in sorted(done)]})
 
-    print(f"twinsim scenario run: {len(specs)} scenario(s), "
-          + (f"Ray at {runner.cluster_address}" if runner.cluster_address else
-             f"{runner.workers} Ray workers" if runner.uses_ray else "serial") + f"; records in {runner.records}", flush=True)
+    print(f"twinsim scenario run: {len(specs)} scenario(s), {runner.describe()}", flush=True)
     run = run_cases("scenario", scenario_case, scenario_state, {"_verbose": args.verbose}, specs, runner,
                     desc="scenarios", on_result=finished)
     results = [res.record or done[res.index] for res in run.results]

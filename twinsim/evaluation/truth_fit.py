@@ -11,13 +11,12 @@ on one machine.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 
 import numpy as np
 
 from twinsim.anatomy.meshing import SurfaceMesh
 from twinsim.paths import cache_home
+from twinsim.report import atomic_output
 from twinsim.shape.model import ShapeModel
 from twinsim.shape.surface_fit import SurfaceFit, fit_to_surface
 
@@ -38,10 +37,7 @@ def cached_surface_fit(model: ShapeModel, truth: SurfaceMesh, iterations: int = 
     except (OSError, KeyError, ValueError):
         pass  # not there yet, or damaged: fitted again
     fit = fit_to_surface(model, truth, iterations=iterations)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, coeffs_sd=fit.coeffs_sd, T_target_model=fit.T_target_model, vertices_mm=fit.vertices_mm,
-             mean_distance_mm=fit.mean_distance_mm, p95_distance_mm=fit.p95_distance_mm)
-    os.replace(tmp, path)  # whole or not at all, also with two workers fitting at once
+    with atomic_output(path) as tmp:  # whole or not at all, also with two workers fitting at once
+        np.savez(tmp, coeffs_sd=fit.coeffs_sd, T_target_model=fit.T_target_model, vertices_mm=fit.vertices_mm,
+                 mean_distance_mm=fit.mean_distance_mm, p95_distance_mm=fit.p95_distance_mm)
     return fit
