@@ -162,3 +162,23 @@ def test_bench_plan_on_two_workers_writes_the_serial_records(example, example_pa
     same(runs["serial"]["levels"], runs["ray"]["levels"])
     ours = runs["serial"]["levels"]["L1"]["random"]["ours"]["cases"][0]
     assert ours["paths"], ours  # the fit ran and produced paths: the comparison is not between two empty records
+
+
+@pytest.mark.timeout(300)
+def test_bench_recon_through_the_runner_writes_records_and_resumes_them(example, example_patient_model, tmp_path):
+    """bench recon's cases go through the runner: records, the case files, and a resumed run that fits nothing again."""
+    from twinsim.bench.recon import run_recon_bench
+    from twinsim.recon.fit import FitSettings
+
+    short = FitSettings(iterations=(10, 5, 3), restarts=0)
+    kw = dict(n_random=0, size_px=192, settings=short, progress=False, reference_model=None, case_dir=tmp_path / "cases")
+    first = run_recon_bench(example.ct, example.labels, example.label_table, ["L1"],
+                            runner=RunnerSettings(progress=False, records=tmp_path / "rec"), **kw)
+    assert first["runner"][0]["ran"] == 1 and len(list((tmp_path / "rec").glob("case-*.json"))) == 1
+    ours = first["levels"]["L1"]["ap_lat"]["ours"]["cases"][0]
+    assert ours["dice"] > 0.5, ours  # a generous floor: the short fit reconstructed the vertebra
+    assert (tmp_path / "cases" / "L1" / "clicks.json").is_file()  # AP+LAT saved as input for `twinsim reconstruct`
+    again = run_recon_bench(example.ct, example.labels, example.label_table, ["L1"],
+                            runner=RunnerSettings(progress=False, records=tmp_path / "rec", resume=True), **kw)
+    assert again["runner"][0]["ran"] == 0 and again["runner"][0]["resumed"] == 1
+    assert again["levels"]["L1"]["ap_lat"] == first["levels"]["L1"]["ap_lat"]

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from twinsim import frames
 from twinsim.anatomy.patient import Patient
+from twinsim.bench.runner import CaseResult, RunnerSettings, run_cases
 from twinsim.bench.tracked_room import TrackedRoom, open_tracked_room
 from twinsim.evaluation.recon_metrics import score_in_ct
 from twinsim.evaluation.simulated_clicks import DEFAULT_CLICK_SIGMA_MM, simulate_clicks, true_landmarks_mm
@@ -322,24 +323,64 @@ def format_ablation(results: dict[str, dict[str, Any]]) -> str:
                   "TRE (X-rays) mm", "DICE", "TRE (CT registration) mm"], rows)
 
 
-def main(scene: str | None, out: Path, seed: int, calibration: Path | None = None, budget: str | None = None) -> int:
+def mapping_state(context: dict[str, Any]) -> dict[str, Any]:
+    """Nothing shared between the rows: each builds and calibrates its own room with its own error terms."""
+    return context
+
+
+def mapping_case(context: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """One row of the ablation (a case of :func:`twinsim.bench.runner.run_cases`): the whole bench, ``spec["terms"]`` on."""
+    from twinsim.twin.calibration_set import load_calibration
+
+    cal = load_calibration(Path(context["calibration"])) if context.get("calibration") else None
+    return run_mapping_bench(context["scene"], seed=context["seed"], calibration=cal, progress=context.get("_progress"),
+                             terms=spec["terms"])
+
+
+def main(scene: str | None, out: Path, seed: int, calibration: Path | None = None, budget: str | None = None,
+         runner: RunnerSettings | None = None) -> int:
+    from twinsim.anatomy.wheel_data import content_digest
+    from twinsim.bench.case_inputs import scene_digest
     from twinsim.twin.calibration_set import load_calibration
 
     runs = _budget_runs(budget)
+    if calibration is not None:
+        load_calibration(calibration)  # a bad file is refused before any room is built
+    runner = runner or RunnerSettings()
+    context = {"scene": str(Path(scene).resolve()) if scene else None, "scene_digest": scene_digest(scene), "seed": seed,
+               "calibration": str(calibration.resolve()) if calibration else None,
+               "calibration_digest": content_digest([calibration]) if calibration else None,
+               "_progress": False if runner.uses_ray else None}  # each point's bar only where it is not interleaved
+    specs = [{"label": label, "terms": terms} for label, terms in runs]
     results: dict[str, dict[str, Any]] = {}
-    for label, terms in runs:
-        cal = load_calibration(calibration) if calibration else None
-        print(f"twinsim bench mapping [{label}]: calibration chain and C-arm calibration, 10 needle-guide poses open and "
-              "closed loop, then two tracked X-rays and the reconstruction")
-        r = run_mapping_bench(scene, seed=seed, calibration=cal, progress=None, terms=terms)
-        results[label] = r
-        print(format_mapping_bench(r))
-        if len(runs) == 1:
-            print(f"wrote {write_json(out, r)}")
-            print(f"wrote {plot_mapping(r, out.with_suffix('.png'))}")
-        else:
-            write_json(out, {"ablation": results, "complete": len(results) == len(runs)})  # a long run keeps what it has
-    if len(runs) > 1:
-        print(format_ablation(results))
-        print(f"wrote {out}")
-    return 0
+    print(f"twinsim bench mapping [{', '.join(label for label, _ in runs)}]: calibration chain and C-arm calibration, "
+          f"10 needle-guide poses open and closed loop, then two tracked X-rays and the reconstruction; {runner.describe()}",
+          flush=True)
+
+    def finished(res: CaseResult) -> None:
+        label = specs[res.index]["label"]
+        if res.record is None:
+            tqdm.write(f"bench mapping [{label}]: failed twice: {res.error}")
+            return
+        results[label] = res.record
+        tqdm.write(f"bench mapping [{label}]:\n{format_mapping_bench(res.record)}")
+        if len(runs) > 1:  # a long run keeps what it has, in the ablation's order
+            write_json(out, {"ablation": {s["label"]: results[s["label"]] for s in specs if s["label"] in results},
+                             "complete": False})
+
+    run = run_cases("mapping", mapping_case, mapping_state, context, specs, runner, desc="bench mapping", on_result=finished)
+    failed = [specs[r.index]["label"] for r in run.results if r.failed]
+    results = {s["label"]: r.record for s, r in zip(specs, run.results, strict=True) if r.record is not None}
+    if len(runs) == 1:
+        if failed:
+            print(f"twinsim bench mapping: the run failed: {run.results[0].error}")
+            return 1
+        r = results[specs[0]["label"]]
+        print(f"wrote {write_json(out, r)}")
+        print(f"wrote {plot_mapping(r, out.with_suffix('.png'))}")
+        return 0
+    write_json(out, {"ablation": results, "complete": not failed, "runner": run.summary(),
+                     **({"failed": {specs[r.index]["label"]: r.error for r in run.results if r.failed}} if failed else {})})
+    print(format_ablation(results))
+    print(f"wrote {out}" + (f"; failed twice: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

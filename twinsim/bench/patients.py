@@ -16,7 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from twinsim.bench.patient_suite import DEFAULT_SUITE, SuiteError, SuitePatient, load_suite, scene_for
 from twinsim.bench.plan import wilson_interval
+from twinsim.bench.runner import RunnerSettings, session
 from twinsim.evaluation.realistic_clicks import Clinician
 from twinsim.report import num, table, write_figure, write_json
 
@@ -41,32 +42,39 @@ def _plan_settings(entry: SuitePatient, target: str) -> Any:
 
 def _rehearse_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
                   sigma: float, case_dir: Path, base_scene: Path, progress: bool | None,
-                  clinician: Clinician | None = None) -> dict[str, Any]:
+                  clinician: Clinician | None = None, runner: RunnerSettings | None = None) -> dict[str, Any]:
     from twinsim.bench.rehearse import run_rehearse_bench
 
     scene = scene_for(base_scene, *files, target, case_dir / "scene.yaml")
     try:
         r = run_rehearse_bench(str(scene), n_pairs, seed, (sigma,), with_geoplan=False, out_dir=case_dir, progress=progress,
-                               plan=_plan_settings(entry, target), clinician=clinician)
+                               plan=_plan_settings(entry, target), clinician=clinician, runner=runner)
     except Exception as exc:  # the room, its calibration or the sampler refused this patient: a stop before planning
         return {"status": "stopped before any case", "reason": f"{type(exc).__name__}: {exc}", "cases": []}
     cases = next(iter(r["cases"].values()))
     return {"status": "ran", "cases": cases, "refused_pairs": r["refused_pairs"],
-            "check_200_waypoints_ms": r["collision_check_200_waypoints_ms"]["median"]}
+            "check_200_waypoints_ms": r["collision_check_200_waypoints_ms"]["median"], "runner": r["runner"]}
 
 
 def _plan_row(entry: SuitePatient, target: str, files: tuple[Path, Path, Path | None], n_pairs: int, seed: int,
-              sigma: float, progress: bool | None, clinician: Clinician | None = None, fit: FitSettings | None = None) -> dict[str, Any]:
+              sigma: float, progress: bool | None, clinician: Clinician | None = None, fit: FitSettings | None = None,
+              runner: RunnerSettings | None = None) -> dict[str, Any]:
     from twinsim.bench.plan import run_plan_bench
 
     ct, labels, lt = files
     r = run_plan_bench(ct, labels, str(lt) if lt else None, [target], n_random=n_pairs, seed=seed, click_sigma_mm=sigma,
-                       progress=progress, settings=_plan_settings(entry, target), clinician=clinician, fit_settings=fit)
+                       progress=progress, settings=_plan_settings(entry, target), clinician=clinician, fit_settings=fit,
+                       runner=runner)
     ours = r["levels"][target]["random"]["ours"]
     cases = [{"stopped_at": "reconstruction" if c.get("error") and not c["paths"] else None, "success": c["success"],
               "given_unsafe": sum(1 for p in c["paths"].values() if p.get("accepted") is not False and not p["safe_in_truth"]),
               "error": c.get("error")} for c in ours["cases"]]
-    return {"status": "ran", "cases": cases, "plan_summary": ours["summary"]}
+    return {"status": "ran", "cases": cases, "plan_summary": ours["summary"], "runner": r["runner"][0]}
+
+
+def _for_row(runner: RunnerSettings, patient: str, target: str) -> RunnerSettings:
+    """The runner for one patient and target: its records in their own folder (resumed from the same one)."""
+    return replace(runner, records=runner.records / f"{patient}_{target}") if runner.records is not None else runner
 
 
 def summarize_target(row: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +110,11 @@ def summarize_target(row: dict[str, Any]) -> dict[str, Any]:
 def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: int = 0, click_sigma_mm: float = 1.0,
                        only: list[str] | None = None, out_dir: Path | None = None, progress: bool | None = None,
                        base_scene: Path | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-                       clinician: Clinician | None = None, plan_fit: FitSettings | None = None) -> dict[str, Any]:
+                       clinician: Clinician | None = None, plan_fit: FitSettings | None = None,
+                       runner: RunnerSettings | None = None) -> dict[str, Any]:
     """Every patient and target of the suite; ``on_row`` gets the result so far after each (a long run keeps what it did).
-    ``plan_fit``: the fit's settings on the patients planned only (default: the product's; a shorter fit is for tests)."""
+    ``plan_fit``: the fit's settings on the patients planned only (default: the product's; a shorter fit is for tests).
+    ``runner``: where each row's cases run (:mod:`twinsim.bench.runner`), their records in a folder per patient and target."""
     from twinsim.anatomy.ct import PatientDataError
     from twinsim.anatomy.patient import build_patient
     from twinsim.sim.scene_config import DEFAULT_SCENE
@@ -116,30 +126,33 @@ def run_patients_bench(suite: str | Path | None = None, n_pairs: int = 5, seed: 
             raise SuiteError(f"--only: no patient named {', '.join(unknown)} in the suite; it has {', '.join(e.name for e in entries)}")
         entries = [e for e in entries if e.name in only]
     out_dir = out_dir or Path("out/bench_patients_cases")
-    rows = []
-    for entry in entries:
-        for target in entry.targets:
-            t0 = time.perf_counter()
-            row: dict[str, Any] = {"patient": entry.name, "variant": entry.describe, "target": target, "procedure": entry.procedure,
-                                   "cannula_mm": _plan_settings(entry, target).cannula_diameter_mm}
-            print(f"[bench patients] {entry.name} ({entry.describe}), target {target}: {entry.procedure}", flush=True)
-            try:
-                files = entry.files()
-                build_patient(*files, require_levels=[target], progress=progress)
-            except (PatientDataError, OSError) as exc:
-                rows.append({**row, "status": "refused", "reason": str(exc), "cases": [], "wall_s": time.perf_counter() - t0})
+    runner = runner or RunnerSettings(progress=progress)
+    rows: list[dict[str, Any]] = []
+    with session(runner, warm=["twinsim.bench.rehearse", "twinsim.bench.plan"]):
+        for entry in entries:
+            for target in entry.targets:
+                t0 = time.perf_counter()
+                row: dict[str, Any] = {"patient": entry.name, "variant": entry.describe, "target": target, "procedure": entry.procedure,
+                                       "cannula_mm": _plan_settings(entry, target).cannula_diameter_mm}
+                print(f"[bench patients] {entry.name} ({entry.describe}), target {target}: {entry.procedure}", flush=True)
+                try:
+                    files = entry.files()
+                    build_patient(*files, require_levels=[target], progress=progress)
+                except (PatientDataError, OSError) as exc:
+                    rows.append({**row, "status": "refused", "reason": str(exc), "cases": [], "wall_s": time.perf_counter() - t0})
+                    if on_row is not None:
+                        on_row(_result(rows, suite, seed, n_pairs, click_sigma_mm, complete=False))
+                    continue
+                row["files"] = {"ct": str(files[0]), "labels": str(files[1]), "label_table": str(files[2]) if files[2] else None}
+                if entry.procedure == "rehearse":
+                    res = _rehearse_row(entry, target, files, n_pairs, seed, click_sigma_mm, out_dir / f"{entry.name}_{target}",
+                                        base_scene or DEFAULT_SCENE, progress, clinician, _for_row(runner, entry.name, target))
+                else:
+                    res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress, clinician, plan_fit,
+                                    _for_row(runner, entry.name, target))
+                rows.append({**row, **res, "wall_s": time.perf_counter() - t0})
                 if on_row is not None:
                     on_row(_result(rows, suite, seed, n_pairs, click_sigma_mm, complete=False))
-                continue
-            row["files"] = {"ct": str(files[0]), "labels": str(files[1]), "label_table": str(files[2]) if files[2] else None}
-            if entry.procedure == "rehearse":
-                res = _rehearse_row(entry, target, files, n_pairs, seed, click_sigma_mm, out_dir / f"{entry.name}_{target}",
-                                    base_scene or DEFAULT_SCENE, progress, clinician)
-            else:
-                res = _plan_row(entry, target, files, n_pairs, seed, click_sigma_mm, progress, clinician, plan_fit)
-            rows.append({**row, **res, "wall_s": time.perf_counter() - t0})
-            if on_row is not None:
-                on_row(_result(rows, suite, seed, n_pairs, click_sigma_mm, complete=False))
     return _result(rows, suite, seed, n_pairs, click_sigma_mm, complete=True)
 
 
@@ -214,12 +227,12 @@ def plot_patients_bench(r: dict[str, Any], path: Path) -> Path:
 
 
 def main(suite: str | None, out: Path, n_pairs: int, seed: int, click_sigma_mm: float, only: list[str] | None,
-         clinician: Clinician | None = None) -> int:
+         clinician: Clinician | None = None, runner: RunnerSettings | None = None) -> int:
     clinician = clinician or Clinician()
     print(f"twinsim bench patients: suite {suite or DEFAULT_SUITE}; {n_pairs} random view pairs per target; clicks "
-          f"{click_sigma_mm:g} mm, {clinician.kind} clinician; seed {seed}")
+          f"{click_sigma_mm:g} mm, {clinician.kind} clinician; seed {seed}; {(runner or RunnerSettings()).describe()}", flush=True)
     r = run_patients_bench(suite, n_pairs, seed, click_sigma_mm, only, out.parent / f"{out.stem}_cases",
-                           on_row=lambda partial: write_json(out, partial), clinician=clinician)
+                           on_row=lambda partial: write_json(out, partial), clinician=clinician, runner=runner)
     r["clinician"] = asdict(clinician)
     print(format_patients_bench(r))
     print(f"wrote {plot_patients_bench(r, out.with_suffix('.png'))}")

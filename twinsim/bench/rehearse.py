@@ -17,13 +17,14 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from twinsim.bench.plan import wilson_interval
 from twinsim.bench.recon_tracked import TRACKED_LAO_RANGE_DEG
+from twinsim.bench.runner import RunnerSettings, run_cases, session
 from twinsim.evaluation.clinician import ClickModel
 from twinsim.evaluation.geoplan import GeoPlanSettings, geoplan
 from twinsim.evaluation.placement_truth import SimVerifier
@@ -39,6 +40,7 @@ from twinsim.procedure.rehearsal import RehearsalRecord, RehearsalSettings
 from twinsim.procedure.steps import Step
 from twinsim.report import num, table, write_json
 from twinsim.rigs.open_rig import new_rehearsal, open_rig
+from twinsim.rigs.sim_reset import reset_sim_room
 from twinsim.tracking.tools import CARM_MARKER, REFERENCE
 from twinsim.twin.calibration_set import load_calibration
 from twinsim.twin.tracker_view import ToolIndex
@@ -153,64 +155,118 @@ def _q(v: list[float], q: float) -> float | None:
     return float(np.percentile(v, q)) if v else None
 
 
+def calibrate_once(dev: Any, out: Path, seed: int) -> Path:
+    """The rig calibrated as a rehearsal's first step would (tool chain, then the C-arm with its bead phantom),
+    written to ``out``: every case of a bench then starts from this one calibration, on any worker."""
+    from twinsim.tracking.calibration import CalibrationError
+    from twinsim.twin.calibration_set import save_calibration
+    from twinsim.workflows.calibration import SessionSettings, run_calibration
+    from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
+
+    d = dev.devices
+    if d.carm_phantom is None:
+        raise CalibrationError("the rig names no C-arm bead phantom, and a bench needs its C-arm calibrated")
+    cal = run_calibration(d.arm, d.tracker, d.model, d.operator, d.registration, SessionSettings(seed=seed), progress=False)
+    cal.carm = calibrate_carm_with_phantom(d.carm, d.tracker, d.carm_phantom, operator=d.operator).result
+    return save_calibration(cal, out)
+
+
+def _rehearse_state(ctx: dict[str, Any]) -> SimpleNamespace:
+    """A worker's room: the rig opened once, its calibration loaded, the simulated clinician and the verifier."""
+    rig = SimRig.model_validate(ctx["rig"])
+    dev = open_rig(rig, progress=False)
+    try:
+        verifier = SimVerifier(dev, dev.target_level)
+        clicker = dev.operator.click
+        assert isinstance(clicker, ClickModel)
+        clicker.clinician = ctx["clinician"]
+        return SimpleNamespace(ctx=ctx, dev=dev, verifier=verifier, clicker=clicker, cal=load_calibration(ctx["calibration"]),
+                               physical_home=dev.room.joint_positions("operation"), close=dev.close)
+    except Exception:
+        dev.close()
+        raise
+
+
+def rehearse_case(st: SimpleNamespace, spec: dict[str, Any]) -> dict[str, Any]:
+    """One rehearsal from the room as built, every random source reseeded from the case's seed; its row."""
+    dev, ctx, clicker = st.dev, st.ctx, st.clicker
+    pair = tuple(CArmView(*v) for v in spec["views"])
+    case_seed, sigma = spec["case_seed"], spec["click_sigma_mm"]
+    reset_sim_room(dev, st.physical_home, case_seed)
+    dev.carm.park()
+    dev.tracker.refill()
+    dev.operator.click_sigma_mm = sigma
+    plan_source = geoplan_source(st.verifier, sigma, case_seed) if spec["source"] == "geoplan" else None
+    reh = new_rehearsal(dev, Path(spec["_out"]), RehearsalSettings(views=pair, seed=case_seed, plan=ctx["plan"]), st.cal,
+                        st.verifier, plan_source=plan_source)
+    t0 = time.perf_counter()
+    clicker.mistakes.clear()
+    with quiet("twinsim.procedure"):  # the cases' steps are not news; the bar counts them
+        record = reh.run()
+    marked = next((s.figures for s in record.log.steps if s.name == Step.LANDMARKS), {})
+    return {"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
+            "mistakes": [m for m in clicker.mistakes if m], "input_check": marked.get("input_check"),
+            "marked_again": len(marked.get("marked_again_after", [])),
+            **_case_row(record, time.perf_counter() - t0, st.verifier)}
+
+
 def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int = 0, click_sigmas_mm: tuple[float, ...] = (1.0, 3.0),
                        with_geoplan: bool = True, out_dir: Path | None = None, progress: bool | None = None,
-                       plan: PlanSettings | None = None, clinician: Clinician | None = None) -> dict[str, Any]:
+                       plan: PlanSettings | None = None, clinician: Clinician | None = None,
+                       runner: RunnerSettings | None = None) -> dict[str, Any]:
     """``plan``: the planner's settings (the instrument); None: its defaults. ``clinician``: who marks the landmarks
-    (evaluation code); None: the ideal one."""
+    (evaluation code); None: the ideal one. ``runner``: serial in this process (default) or Ray workers, each with
+    its own room (:mod:`twinsim.bench.runner`); every case starts from the room as built, so the records are the same."""
+    from twinsim.anatomy.wheel_data import content_digest
+    from twinsim.bench.case_inputs import scene_digest
+
     clinician = clinician or Clinician()
+    runner = runner or RunnerSettings(progress=progress)
     rig = load_rig(None)
     assert isinstance(rig, SimRig)
-    cal = load_calibration(rig.calibration) if scenario is None and rig.calibration and rig.calibration.is_file() else None
+    committed = rig.calibration if scenario is None and rig.calibration and rig.calibration.is_file() else None
     if scenario is not None:
         rig = rig.model_copy(update={"scene": Path(scenario).resolve()})
     cases_dir = out_dir or Path("out/bench_rehearse_cases")
-    rows: dict[str, list[dict[str, Any]]] = {}
-    with open_rig(rig, progress=False) as dev:
-        verifier = SimVerifier(dev, dev.target_level)
-        physical_home = dev.room.joint_positions("operation")
-        clicker = dev.operator.click
-        assert isinstance(clicker, ClickModel)
-        clicker.clinician = clinician
-        pairs, refused = _allowed_pairs(dev, n_pairs, seed)
+    with session(runner, warm=[__name__]):
+        # The driver's own room: which view pairs the room allows, and the calibration when the rig has none for it.
+        t0 = time.perf_counter()
+        with open_rig(rig, progress=False) as dev:
+            pairs, refused = _allowed_pairs(dev, n_pairs, seed)
+            calibration = committed or calibrate_once(dev, cases_dir / "calibration.json", seed)
+        prepare_s = time.perf_counter() - t0
+        ctx = {"rig": rig.model_dump(mode="json"), "scene": scene_digest(rig.scene), "calibration": str(Path(calibration).resolve()),
+               "calibration_digest": content_digest([Path(calibration)]), "plan": plan or PlanSettings(), "clinician": clinician}
         runs = [(f"ours, clicks {s:g} mm", s, None) for s in click_sigmas_mm]
         if with_geoplan:
             runs.append((f"2D-GeoPlan, clicks {click_sigmas_mm[0]:g} mm", click_sigmas_mm[0], "geoplan"))
-        bar = tqdm(total=len(runs) * len(pairs), desc="rehearsals", unit="case", disable=progress is False)
-        for name, sigma, source in runs:
-            rows[name] = []
-            for k, pair in enumerate(pairs):
-                case_seed = seed * 1000 + k
-                dev.operator.click_sigma_mm = sigma
-                dev.operator.rng = np.random.default_rng(case_seed)
-                plan_source = geoplan_source(verifier, sigma, case_seed) if source == "geoplan" else None
-                reh = new_rehearsal(dev, cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}",
-                                RehearsalSettings(views=pair, seed=case_seed, plan=plan or PlanSettings()), cal, verifier,
-                                plan_source=plan_source)
-                # Every case starts from the same room: a case that stopped mid-motion left the arm where it stopped.
-                dev.arm.put_back(physical_home)
-                dev.carm.park()
-                dev.tracker.refill()
-                t0 = time.perf_counter()
-                clicker.mistakes.clear()
-                with quiet("twinsim.procedure"):  # the cases' steps are not news; the bar counts them
-                    record = reh.run()
-                cal = record.calibration  # the first case may have calibrated: the rest reuse it
-                marked = next((st.figures for st in record.log.steps if st.name == Step.LANDMARKS), {})
-                rows[name].append({"views": [v.name for v in pair], "angles_deg": [[v.lao_deg, v.cranial_deg] for v in pair],
-                                   "mistakes": [m for m in clicker.mistakes if m], "input_check": marked.get("input_check"),
-                                   "marked_again": len(marked.get("marked_again_after", [])),
-                                   **_case_row(record, time.perf_counter() - t0, verifier)})
-                bar.update()
-        bar.close()
+        specs = [{"run": name, "click_sigma_mm": sigma, "source": source, "k": k, "case_seed": seed * 1000 + k,
+                  "views": [[v.name, v.lao_deg, v.cranial_deg] for v in pair],
+                  "_out": str(cases_dir / f"{name.split(',')[0].replace(' ', '')}_{sigma:g}mm_{k:02d}")}
+                 for name, sigma, source in runs for k, pair in enumerate(pairs)]
+        run = run_cases("rehearse", rehearse_case, _rehearse_state, ctx, specs, runner, desc="rehearsals")
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in runs}
+    for spec, res in zip(specs, run.results, strict=True):
+        rows[spec["run"]].append(res.record or _failed_row(spec, res.error))
     checks = [r["check_200_waypoints_ms"] for rs in rows.values() for r in rs if r["check_200_waypoints_ms"] is not None]
     bodies = sorted({r["twin_bodies"] for rs in rows.values() for r in rs if r["twin_bodies"]})
     return {"benchmark": "rehearse", "scenario": scenario or "scenarios/rooms/default.yaml", "seed": seed, "pairs": len(pairs),
-            "clinician": asdict(clinician),
+            "clinician": asdict(clinician), "calibration": "the rig's committed file" if committed else
+            f"measured once before the cases ({Path(calibration).name})",
             "refused_pairs": refused, "machine": {"platform": platform.platform()},
+            "runner": {**run.summary(), "prepare_s": prepare_s},
             "collision_check_200_waypoints_ms": {"median": float(np.median(checks)) if checks else None,
                                                  "twin_bodies": bodies, "note": "median of each rehearsal's median of 5"},
             "summary": {name: _summary(rs) for name, rs in rows.items()}, "cases": rows}
+
+
+def _failed_row(spec: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """A case whose run failed twice (an exception, a worker lost): counted, not a success, with its error."""
+    return {"views": [v[0] for v in spec["views"]], "outcome": f"the case failed twice: {error}", "placed": False,
+            "success": False, "tip_error_mm": {}, "axis_error_deg": {}, "breach": {}, "clearance_mm": {},
+            "plan_safe_in_truth": {}, "motions_sent": 0, "motions_refused": 0, "motions_sent_without_passed_check": 0,
+            "check_200_waypoints_ms": None, "twin_bodies": None, "recommendation": None, "step_s": {}, "wall_s": 0.0,
+            "stopped_at": None, "plan_in_truth": {}, "mistakes": []}
 
 
 def format_rehearse_bench(r: dict[str, Any]) -> str:
@@ -235,12 +291,13 @@ def format_rehearse_bench(r: dict[str, Any]) -> str:
 
 
 def main(scenario: str | None, out: Path, n_pairs: int, seed: int, click_sigmas_mm: tuple[float, ...], with_geoplan: bool,
-         clinician: Clinician | None = None) -> int:
+         clinician: Clinician | None = None, runner: RunnerSettings | None = None) -> int:
     clinician = clinician or Clinician()
     print(f"twinsim bench rehearse: {n_pairs} random view pairs, clicks {', '.join(f'{s:g}' for s in click_sigmas_mm)} mm, "
-          f"{clinician.kind} clinician{', plus 2D-GeoPlan' if with_geoplan else ''}; error budget as the scene says")
+          f"{clinician.kind} clinician{', plus 2D-GeoPlan' if with_geoplan else ''}; error budget as the scene says; "
+          f"{(runner or RunnerSettings()).describe()}", flush=True)
     r = run_rehearse_bench(scenario, n_pairs, seed, click_sigmas_mm, with_geoplan, out.parent / f"{out.stem}_cases",
-                           clinician=clinician)
+                           clinician=clinician, runner=runner)
     print(format_rehearse_bench(r))
     print(f"wrote {write_json(out, r)}")
     return 0

@@ -141,9 +141,11 @@ class RunReport:
 
 def content_key(bench: str, context: dict[str, Any], spec: dict[str, Any]) -> str:
     """What a case's record depends on: the bench, the shared inputs (files by their digest), the case and the code.
-    Context entries whose names start with ``_`` are derived from the others by the driver and left out."""
+    Entries whose names start with ``_`` are left out: in the context, what the driver derives from the others; in a
+    spec, where the case writes its files (a record does not depend on it)."""
     shared = {k: v for k, v in context.items() if not k.startswith("_")}
-    blob = json.dumps({"bench": bench, "context": shared, "spec": spec, "twinsim": __version__}, sort_keys=True, default=str)
+    own = {k: v for k, v in spec.items() if not k.startswith("_")}
+    blob = json.dumps({"bench": bench, "context": shared, "spec": own, "twinsim": __version__}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -151,11 +153,21 @@ def content_key(bench: str, context: dict[str, Any], spec: dict[str, Any]) -> st
 _STATE: dict[str, Any] = {}
 
 
+def release_state() -> None:
+    """Drop the state kept in this process, closing what has a ``close`` (a simulated room and its physics server)."""
+    for state in _STATE.values():
+        close = getattr(state, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+    _STATE.clear()
+
+
 def _state(setup: Setup, context: dict[str, Any], ckey: str) -> tuple[Any, float]:
     if ckey in _STATE:
         return _STATE[ckey], 0.0
     t = time.perf_counter()
-    _STATE.clear()  # one run's state at a time: a CT, a renderer and a model are a few hundred MB
+    release_state()  # one run's state at a time: a CT, a renderer and a model are a few hundred MB; a room holds a server
     _STATE[ckey] = setup(context)
     return _STATE[ckey], time.perf_counter() - t
 
@@ -296,6 +308,7 @@ def _run_serial(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str,
             bar.update(1)
     finally:
         torch.set_num_threads(threads)
+        release_state()  # the driver goes on with other work: the cases' rooms and volumes are not kept
 
 
 def _run_ray(fn: CaseFn, setup: Setup, context: dict[str, Any], ckey: str, todo: list[tuple[int, str, dict[str, Any]]],

@@ -77,7 +77,8 @@ def cmd_xray(args: argparse.Namespace) -> int:
 def cmd_mapping(args: argparse.Namespace) -> int:
     from twinsim.bench.mapping import main
 
-    return main(args.scene, _out(args), args.seed, Path(args.calibration) if args.calibration else None, args.budget)
+    return main(args.scene, _out(args), args.seed, Path(args.calibration) if args.calibration else None, args.budget,
+                runner_from(args, _out(args).with_name(f"{_out(args).stem}.records")))
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
@@ -96,7 +97,8 @@ def cmd_recon(args: argparse.Namespace) -> int:
     ct, labels, table, _ = patient_files(args, "bench recon")
     return main(ct, labels, table, _levels(args), _out(args), 20 if args.pairs is None else args.pairs, args.seed,
                 Path(args.cases) if args.cases else None, args.click_sigma_mm,
-                None if args.reference_model == "none" else args.reference_model)
+                None if args.reference_model == "none" else args.reference_model,
+                runner_from(args, _out(args).with_name(f"{_out(args).stem}.records")))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -132,7 +134,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
     sigmas = comma_floats(args.clicks_mm, "--click-sigma-mm", "bench rehearse", minimum=0.0)
     return main(args.scene, _out(args), at_least(args.pairs, 1, "--pairs", "bench rehearse"), args.seed, sigmas,
-                not args.no_geoplan, Clinician(args.clinician, args.mistake_rate))
+                not args.no_geoplan, Clinician(args.clinician, args.mistake_rate),
+                runner_from(args, _out(args).with_name(f"{_out(args).stem}.records")))
 
 
 def cmd_patients(args: argparse.Namespace) -> int:
@@ -142,7 +145,7 @@ def cmd_patients(args: argparse.Namespace) -> int:
     at_least(args.click_sigma_mm, 0.0, "--click-sigma-mm", "bench patients")
     only = comma_list(args.only, "--only", "bench patients") or None
     return main(args.suite, _out(args), at_least(args.pairs, 1, "--pairs", "bench patients"), args.seed, args.click_sigma_mm, only,
-                Clinician(args.clinician, args.mistake_rate))
+                Clinician(args.clinician, args.mistake_rate), runner_from(args, _out(args).with_name(f"{_out(args).stem}.records")))
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -213,6 +216,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", help="use this calibration file instead of calibrating first")
     p.add_argument("--budget", help="error-budget terms on, comma-separated, 'none', or 'ablation' (every term alone, all, "
                                     "none); default: as the scene file says")
+    add_runner_arguments(p)
 
     p = bench("recon", "reconstruction accuracy: ours vs an NCC baseline vs the initialization",
               "Vertebra reconstruction from AP+LAT and random view pairs of DRRs with simulated clicks; ours vs an "
@@ -230,6 +234,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "and C-arm calibration, in ref, beside the true geometry on the same images")
     scene(p, ", --geometry tracked only")
     seed(p)
+    add_runner_arguments(p)
 
     p = bench("plan", "how often both paths are safe in the true bone, against baselines",
               "Both transpedicular paths from simulated cases; ours vs transfer only vs 2D-GeoPlan vs the planner on "
@@ -272,6 +277,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     clicks(p, "1,3")
     p.add_argument("--no-geoplan", action="store_true", help="skip the 2D-GeoPlan row")
     seed(p)
+    add_runner_arguments(p)
 
     p = bench("patients", "the procedure on every patient and target of the patient suite",
               "The procedure (or, where a CT holds no room, reconstruction and plan) on every patient and target of a "
@@ -283,6 +289,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     click_sigma(p)
     clinician(p)
     seed(p)
+    add_runner_arguments(p)
 
     p = bench("envs", "the gymnasium environments' step rates and baselines, PandaReach-v3 beside them",
               "The environments' step rates, scripted and random baselines' returns and success, panda-gym's "

@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from twinsim.scenario.schema import AtStep, Scenario, load_scenario
 
 EPISODE_FAULTS = ("occlusion", "patient_shift", "breathing", "robot_reflex", "tracker_silent")
@@ -72,22 +70,13 @@ class RigSession:
 
     def reset(self, seed: int) -> None:
         """The room as built, every random source reseeded from ``seed``, the scenario's faults armed anew."""
+        from twinsim.rigs.sim_reset import reset_sim_room
         from twinsim.scenario.faults import FaultInjector
 
         dev = self.dev
         if self.faults is not None:
             self.faults.close()  # what its faults did to the room is put back below
-        dev.tracker.answering = True
-        self.room.move_patient(np.eye(4))
-        dev.arm.put_back(self.physical_home)
-        rngs = np.random.SeedSequence(seed).spawn(4)
-        vega = dev.tracker.vega
-        vega.rng = np.random.default_rng(rngs[0])
-        vega._pending.clear()
-        dev.arm._rng = np.random.default_rng(rngs[1])
-        dev.operator.rng = np.random.default_rng(rngs[2])
-        dev.carm.seed = int(np.random.default_rng(rngs[3]).integers(2**31))
-        dev.carm._shots = 0
+        reset_sim_room(dev, self.physical_home, seed)
         self.faults = FaultInjector(dev, self.episode_faults)
         dev.tracker.refill()  # before the first observation
 
