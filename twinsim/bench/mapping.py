@@ -350,7 +350,7 @@ def main(scene: str | None, out: Path, seed: int, calibration: Path | None = Non
     context = {"scene": str(Path(scene).resolve()) if scene else None, "scene_digest": scene_digest(scene), "seed": seed,
                "calibration": str(calibration.resolve()) if calibration else None,
                "calibration_digest": content_digest([calibration]) if calibration else None,
-               "_progress": False if runner.uses_ray else None}  # each point's bar only where it is not interleaved
+               "_progress": False if runner.uses_ray and len(runs) > 1 else None}  # the points' bar where not interleaved
     specs = [{"label": label, "terms": terms} for label, terms in runs]
     results: dict[str, dict[str, Any]] = {}
     print(f"twinsim bench mapping [{', '.join(label for label, _ in runs)}]: calibration chain and C-arm calibration, "

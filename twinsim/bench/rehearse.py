@@ -1,9 +1,11 @@
 """``twinsim bench rehearse``: seeded rehearsals end to end, scored in the true anatomy.
 
 Evaluation code. One simulated rig (the scene's room, its error budget, the committed
-calibration when the scene is the rig's own, else calibrated once) carries every case: random
-view pairs on the side where the tracker sees the C-arm's marker and the C-arm clears
-everything, clicks of each ``--click-sigma-mm``. Per case: success (both guides placed and
+calibration when the scene is the rig's own, else calibrated once by the driver) carries every
+case: random view pairs on the side where the tracker sees the C-arm's marker and the C-arm
+clears everything, clicks of each ``--click-sigma-mm``. The cases run through the bench runner,
+each worker in its own copy of the room, and each case starts from the room as built with every
+random source reseeded from its seed (:mod:`twinsim.rigs.sim_reset`). Per case: success (both guides placed and
 breach-free in the true bone), each needle's tip and axis error against the plan, motions
 refused and sent, wall time per step. A 2D-GeoPlan row (paths drawn in both X-rays from the
 ideal ones, triangulated with the tracked geometry) runs the same pairs at the first click

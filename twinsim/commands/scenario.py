@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -71,14 +72,26 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     if args.ci:
         scenarios = [s for s in scenarios if s.ci]
     from twinsim.anatomy.wheel_data import content_digest
+    from twinsim.bench.case_inputs import scene_digest
     from twinsim.bench.runner import CaseResult, run_cases
     from twinsim.commands.bench import runner_from
+    from twinsim.hal.rig import load_rig
     from twinsim.scenario.runner import scenario_case, scenario_state
 
     out = Path(args.out)
     runner = runner_from(args, out / "records", "twinsim scenario run")
-    specs = [{"name": sc.name, "file": str(sc.path), "digest": content_digest([Path(sc.path)]), "out": str(out / sc.name)}
-             for sc in scenarios]
+    rooms: dict[str, str] = {}
+
+    def room_digest(sc: Any) -> str:
+        """The scenario's room and patient by content (a changed room or CT runs the scenario again on --resume)."""
+        scene = sc.scene or getattr(load_rig(sc.rig), "scene", None)
+        key = str(scene)
+        if key not in rooms:
+            rooms[key] = scene_digest(scene)
+        return rooms[key]
+
+    specs = [{"name": sc.name, "file": str(sc.path), "digest": content_digest([Path(sc.path)]), "room": room_digest(sc),
+              "out": str(out / sc.name)} for sc in scenarios]
     done: dict[int, dict] = {}
 
     def finished(res: CaseResult) -> None:
