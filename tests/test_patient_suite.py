@@ -84,7 +84,7 @@ def test_bench_patients_records_refusals_and_plans_on_the_second_ct(tmp_path, ex
     from twinsim.recon.fit import FitSettings
 
     seen = []
-    short = FitSettings(iterations=(20, 10, 5), restarts=0)  # what is tested is the suite's bookkeeping, not the fit
+    short = FitSettings(iterations=(10, 5, 3), restarts=0)  # what is tested is the suite's bookkeeping, not the fit
     r = run_patients_bench(suite, n_pairs=1, out_dir=tmp_path / "cases", progress=False, on_row=seen.append, plan_fit=short)
     assert [row["status"] for row in r["rows"]] == ["refused", "ran"] and r["complete"]
     assert "L2 is cut by the CT field of view" in r["rows"][0]["reason"]

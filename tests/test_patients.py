@@ -131,3 +131,8 @@ def test_a_rehearsal_on_a_degraded_ct_runs_end_to_end(variants, tmp_path):
     assert reh.succeeded, log.summary
     for g in reh.placed.values():
         assert g.truth["tip_error_mm"] < 1.5 and g.truth["axis_error_deg"] < 1.5
+    for side in ("left", "right"):  # each placed guide backs out high over the back before the next transit
+        step = next(s for s in log.steps if s.name == f"guide {side}")
+        assert step.figures["retreat"] == "100 mm past the approach pose", step.figures["retreat"]
+        assert [m["name"] for m in step.figures["motions"]][-2:] == [f"{side}: back out along the axis",
+                                                                     f"{side}: retreat along the axis"]

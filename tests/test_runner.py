@@ -132,15 +132,15 @@ def test_bad_runner_settings_are_refused():
 
 @pytest.mark.timeout(600)
 def test_bench_plan_on_two_workers_writes_the_serial_records(example, example_patient_model, tmp_path):
-    """A short bench plan (AP+LAT and one random pair, a short fit at 192 px): the same per-case records to 1e-9."""
+    """A short bench plan (AP+LAT and one random pair, a short fit at 128 px): the same per-case records to 1e-9."""
     from twinsim.bench.plan import run_plan_bench
     from twinsim.recon.fit import FitSettings
 
-    short = FitSettings(iterations=(10, 5, 3), restarts=0)
+    short = FitSettings(iterations=(5, 3, 2), restarts=0)
     runs = {}
     for name, rs in (("serial", RunnerSettings(progress=False, records=tmp_path / "serial")),
                      ("ray", RunnerSettings(workers=2, progress=False, records=tmp_path / "ray"))):
-        runs[name] = run_plan_bench(example.ct, example.labels, example.label_table, ["L1"], n_random=1, size_px=192,
+        runs[name] = run_plan_bench(example.ct, example.labels, example.label_table, ["L1"], n_random=1, size_px=128,
                                     fit_settings=short, runner=rs, progress=False)
     assert runs["ray"]["runner"][0]["backend"] == "ray" and runs["serial"]["runner"][0]["backend"] == "serial"
 

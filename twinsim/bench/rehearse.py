@@ -234,7 +234,12 @@ def run_rehearse_bench(scenario: str | None = None, n_pairs: int = 10, seed: int
         # The driver's own room: which view pairs the room allows, and the calibration when the rig has none for it.
         t0 = time.perf_counter()
         with open_rig(rig, progress=False) as dev:
+            physical_home = dev.room.joint_positions("operation")
             pairs, refused = _allowed_pairs(dev, n_pairs, seed)
+            if not committed:  # from the room as built: the calibration does not depend on how many pairs were tried
+                reset_sim_room(dev, physical_home, seed)
+                dev.carm.park()
+                dev.tracker.refill()
             calibration = committed or calibrate_once(dev, cases_dir / "calibration.json", seed)
         prepare_s = time.perf_counter() - t0
         ctx = {"rig": rig.model_dump(mode="json"), "scene": scene_digest(rig.scene), "calibration": str(Path(calibration).resolve()),

@@ -196,16 +196,15 @@ class TwinWorld:
         self.carm_source_ref_mm = None
 
     def set_envelope(self, envelope: PatientEnvelope, continuations: list[PatientEnvelope] | None = None) -> None:
-        """The touched envelope and the body's continuations past the touched patch (inferior, then superior; see
+        """The touched envelope and the body's continuations past the touched patch (see
         :meth:`PatientEnvelope.continuations`): the guide may come within ``guide_to_patient_mm`` of them."""
         self.envelope = envelope
-        for k, env in enumerate([envelope, *(continuations or [])]):
+        for env in [envelope, *(continuations or [])]:
             v = env.vertices_ref_mm * 1e-3
             col = pb.createCollisionShape(pb.GEOM_MESH, vertices=v.tolist(), physicsClientId=self.client)  # convex hull
             vis = pb.createVisualShape(pb.GEOM_MESH, vertices=v.tolist(), indices=env.faces.reshape(-1).tolist(),
                                        rgbaColor=list(_SKIN), physicsClientId=self.client)
-            self._add(pb.createMultiBody(0, col, vis, physicsClientId=self.client),
-                      "patient envelope" if k == 0 else f"patient envelope beyond the touches ({('inferior', 'superior')[k - 1]})")
+            self._add(pb.createMultiBody(0, col, vis, physicsClientId=self.client), env.name)
 
     @property
     def bodies(self) -> list[str]:

@@ -32,7 +32,7 @@ from twinsim.motion.envelope import PatientEnvelope, TableModel
 from twinsim.motion.execution import ReferenceMoved, Watch, run_watched
 from twinsim.motion.guarded_arm import GuardedArm, MotionLog
 from twinsim.motion.placement import Placement, PlacementSettings, search_placement
-from twinsim.motion.planner import MotionPlanner, PlannedMotion, SightLine, Unreachable
+from twinsim.motion.planner import MotionPlanner, MotionRefused, PlannedMotion, SightLine, Unreachable
 from twinsim.motion.twin_world import ClearanceSettings, TwinWorld
 from twinsim.planning.planner import VertebraPlan, plan_vertebra
 from twinsim.planning.settings import PlanSettings
@@ -480,7 +480,7 @@ class Rehearsal:
             self.world.close()
         world = TwinWorld(m, self._cal.T_ref_base, table, self.s.clearance)
         grown = envelope.padded(self.tol.envelope_padding_mm)
-        world.set_envelope(grown, grown.continuations(table, self.tol.envelope_continuation_mm))
+        world.set_envelope(grown, grown.continuations(table, self.tol.envelope_continuation_mm, self.tol.envelope_flank_mm))
         world.park_carm()  # rolled away after the X-rays
         nav = "not modelled (the rig has no navigation arm)"
         if dev.navigation is not None:
@@ -581,7 +581,25 @@ class Rehearsal:
         motions.append(planner.plan_line(f"{side}: back out along the axis", dev.arm.read_joints_rad(), dock.T_dock_mm,
                                          dock.T_approach_mm))
         self._move(motions[-1], watch, rec)
+        figures["retreat"] = self._retreat(side, dock, watch, rec)
         return figures
+
+    def _retreat(self, side: str, dock: DockPlan, watch: Watch, rec: StepRecord) -> str:
+        """On along the axis, ``retreat_mm`` past the approach pose where the arm can: the transit that follows
+        starts high over the back. The twin knows the patient only where the pointer touched; a transit from
+        the approach pose swings the guide low over the untouched side of the back."""
+        if self.tol.retreat_mm <= 0:
+            return "none asked for"
+        out = dock.T_approach_mm[:3, 3] - dock.T_dock_mm[:3, 3]
+        T = dock.T_approach_mm.copy()
+        T[:3, 3] += out / np.linalg.norm(out) * self.tol.retreat_mm
+        try:
+            motion = self._planner.plan_line(f"{side}: retreat along the axis", self.dev.arm.read_joints_rad(),
+                                             dock.T_approach_mm, T)
+        except MotionRefused as exc:  # refused before any motion: the transit starts from the approach pose
+            return f"from the approach pose: the retreat is refused ({exc})"
+        self._move(motion, watch, rec)
+        return f"{self.tol.retreat_mm:g} mm past the approach pose"
 
     def _reregister_base(self, rec: StepRecord | None) -> dict[str, Any]:
         """The robot's base in the moved reference, from its flange marker at one pose (hand-eye kept)."""

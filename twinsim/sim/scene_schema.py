@@ -214,7 +214,9 @@ class Procedure(_Strict):
     sight_rim_mm: NonNegative = 6.0
     max_blind_frames: Annotated[int, Field(ge=0)] = 2
     envelope_continuation_mm: NonNegative = 300.0
+    envelope_flank_mm: NonNegative = 100.0
     envelope_padding_mm: NonNegative = 5.0
+    retreat_mm: NonNegative = 100.0
 
 
 class Scene(_Strict):
