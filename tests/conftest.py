@@ -31,6 +31,21 @@ _SESSION_CACHE = os.environ.get("TWINSIM_TEST_RUN_CACHE") or tempfile.mkdtemp(pr
 os.environ["TWINSIM_CACHE"] = _SESSION_CACHE
 
 
+# Seconds each heavy file takes on one worker (2 cores, 2026-12-07). The workers take whole files in collection
+# order, so the longest go first: a long file started last leaves the other worker idle at the end.
+FILE_SECONDS = {"test_procedure.py": 115, "test_patients.py": 105, "test_runner.py": 97, "test_imaging.py": 90,
+                "test_ssm.py": 79, "test_scenarios.py": 61, "test_bench_and_lint.py": 47, "test_patient_suite.py": 38,
+                "test_envs.py": 34, "test_recon.py": 32, "test_motion.py": 29, "test_planning.py": 28,
+                "test_mapping.py": 26, "test_wheel.py": 24, "test_click_consistency.py": 24, "test_carm_calibration.py": 22}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = {}
+    for item in items:
+        order.setdefault(item.path.name, len(order))
+    items.sort(key=lambda it: (-FILE_SECONDS.get(it.path.name, 0), order[it.path.name]))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Only the process that made it removes it (a few hundred MB left behind per run otherwise).
     if not os.environ.get("PYTEST_XDIST_WORKER"):

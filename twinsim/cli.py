@@ -21,6 +21,7 @@ from twinsim.commands import (
     scene,
     serve_vega,
     ssm,
+    view,
     xray,
 )
 from twinsim.errors import TwinsimError
@@ -35,7 +36,7 @@ Exit codes: 0 done, 1 the procedure stopped safely (the reason is in the report)
 """
 
 # In the order `twinsim --help` lists them.
-COMMANDS = (rehearse, scenario, scene, patient, fetch_example, xray, ssm, calibrate, serve_vega, reconstruct, plan, bench)
+COMMANDS = (rehearse, view, scenario, scene, patient, fetch_example, xray, ssm, calibrate, serve_vega, reconstruct, plan, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

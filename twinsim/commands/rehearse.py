@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from twinsim.errors import UsageError
@@ -45,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recalibrate", action="store_true", help="measure the calibration now even if the rig has a file")
     p.add_argument("--seed", type=int, default=None, help="seed of the simulated rig (default: the rig file's)")
     p.add_argument("-o", "--out", default="out/rehearsal", help="output folder (default out/rehearsal)")
+    p.add_argument("--view", action="store_true",
+                   help="serve the twin's web view while the procedure runs (see `twinsim view`); it stays up after the "
+                        "procedure until Ctrl-C when run from a terminal (as does --igtl)")
+    from twinsim.commands.view import add_view_arguments
+
+    add_view_arguments(p)
 
 
 def _views(spec: str) -> tuple:
@@ -96,7 +103,21 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"twinsim rehearse: {rig.name} ({rig.kind}), level {settings.level or dev.target_level}, views "
               f"{', '.join(v.name for v in settings.views)}; calibration {'from ' + str(rig.calibration) if cal else 'measured now'}")
         r = new_rehearsal(dev, out, settings, cal, verify)
-        record = r.run()
+        view = None
+        if args.view or args.igtl:
+            from twinsim.commands.view import attach_igtl, open_view
+
+            view = open_view(args.host, args.port)  # the OpenIGTLink server is fed by the view's draws
+            attach_igtl(view, args.igtl_port if args.igtl else None)
+            view.follow(r.recorder)
+            if args.view:
+                print(f"twinsim rehearse: the twin's view is at {view.url}", flush=True)
+        stay = view is not None and sys.stdin.isatty()
+        try:
+            record = r.run()
+        finally:
+            if view is not None and not stay:
+                view.close()
     log = record.log
     rows = [[i + 1, s.title, s.state, f"{s.seconds:.1f}"] for i, s in enumerate(log.steps)]
     print(table(["#", "step", "state", "s"], rows))
@@ -111,5 +132,11 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"placement: {log.recommendation.get('advice')}")
     print(f"outcome: {log.summary}")
     print(f"wrote {log.path} and {log.meta.get('report_page', '(no page: ' + log.meta.get('report_page_error', '') + ')')}")
+    if stay:
+        from twinsim.commands.view import serve
+
+        print(f"the view stays up at {view.url}: Ctrl-C closes it", flush=True)
+        serve(None)
+        view.close()
     return 0 if record.succeeded else 1
 

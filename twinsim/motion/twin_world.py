@@ -117,6 +117,8 @@ class TwinWorld:
         self.carm: int | None = None
         self.navigation: int | None = None
         self.envelope: PatientEnvelope | None = None
+        self.envelope_meshes: list[tuple[str, np.ndarray, np.ndarray]] = []  # (name, vertices mm, faces): what the view draws
+        self.navigation_pose: tuple[np.ndarray, np.ndarray] | None = None  # (T_ref_base m, joints rad) of the navigation robot
         if table is not None:
             for size, T, name in table.boxes_m():
                 p, q = frames.transform_to_pose(T)
@@ -176,6 +178,7 @@ class TwinWorld:
         _, joints = arm_indices(self.client, body, panda.ARM_JOINTS)
         pb.resetJointStatesMultiDof(body, joints, [[float(v)] for v in q_nav_rad], physicsClientId=self.client)
         self.navigation = body
+        self.navigation_pose = (T_ref_base.copy(), np.asarray(q_nav_rad, dtype=np.float64).copy())
 
     def set_carm(self, T_ref_source_mm: np.ndarray) -> None:
         """Place the C-arm by its focal spot (tracked marker composed with the C-arm calibration)."""
@@ -200,6 +203,7 @@ class TwinWorld:
         :meth:`PatientEnvelope.continuations`): the guide may come within ``guide_to_patient_mm`` of them."""
         self.envelope = envelope
         for env in [envelope, *(continuations or [])]:
+            self.envelope_meshes.append((env.name, env.vertices_ref_mm.copy(), np.asarray(env.faces).copy()))
             v = env.vertices_ref_mm * 1e-3
             col = pb.createCollisionShape(pb.GEOM_MESH, vertices=v.tolist(), physicsClientId=self.client)  # convex hull
             vis = pb.createVisualShape(pb.GEOM_MESH, vertices=v.tolist(), indices=env.faces.reshape(-1).tolist(),

@@ -46,6 +46,8 @@ from twinsim.tracking.tools import NEEDLE_MARKER, OPERATION_FLANGE, POINTER, REF
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
 from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
+from twinsim.view.recorder import TwinRecorder
+from twinsim.view.timeline import FILE_NAME as TIMELINE_FILE
 from twinsim.workflows.calibration import SessionSettings, read_frames, run_calibration
 from twinsim.workflows.carm_calibration import calibrate_carm_with_phantom
 from twinsim.workflows.tracked_xray import acquire_tracked
@@ -140,9 +142,13 @@ class RehearsalRecord:
 class Rehearsal:
     def __init__(self, dev: Devices, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
                  verify: Verifier | None = None, progress: bool | None = None,
-                 plan_source: Callable[[RehearsalRecord], VertebraPlan] | None = None) -> None:
-        """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare)."""
-        self.dev, self.out = dev, Path(out)
+                 plan_source: Callable[[RehearsalRecord], VertebraPlan] | None = None,
+                 recorder: TwinRecorder | None = None) -> None:
+        """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare).
+        ``recorder``: the twin's timeline (what a view shows live and replays), built on ``dev``'s tracker and arm; it
+        sees every tracker frame the procedure reads, through its own tracker, which replaces ``dev``'s."""
+        self.recorder = recorder
+        self.dev, self.out = (replace(dev, tracker=recorder.tracker) if recorder is not None else dev), Path(out)
         self.tol = tol = dev.tolerances
         s = settings or RehearsalSettings()
         self.s = replace(
@@ -232,7 +238,7 @@ class Rehearsal:
             while step is not None:
                 current: Step = step
                 try:
-                    self.log.run(str(current), self._titles()[current], self._action(current))
+                    self._run_step(current)
                     step = self._next(current)
                 except StepFailed as exc:
                     step = self._after_failure(current, exc)
@@ -253,10 +259,39 @@ class Rehearsal:
                 self.log.meta["report_page"] = str(write_report_page(self.record, self.out / "rehearsal.png"))
             except Exception as exc:  # noqa: BLE001 (a failed picture must not hide how the procedure ended)
                 self.log.meta["report_page_error"] = f"{type(exc).__name__}: {exc}"
+            if self.recorder is not None:
+                try:
+                    tl = self.recorder.timeline
+                    self.log.meta["twin_timeline"] = {"path": str(tl.save(self.out / TIMELINE_FILE)), "samples": len(tl),
+                                                      "rate_hz": tl.rate_hz}
+                    if self.recorder.faults:
+                        self.log.meta.setdefault("twin_timeline_faults", []).extend(self.recorder.faults)
+                except OSError as exc:
+                    self.log.meta["twin_timeline_error"] = f"{type(exc).__name__}: {exc}"
             self.log.write()
             if self.world is not None:
                 self.world.close()
         return self.record
+
+    def _run_step(self, step: Step) -> None:
+        """One step, told to the recorder as it starts and ends (with the layers it changed)."""
+        title = self._titles()[step]
+        self._tell_recorder(lambda r: r.event(str(step), title, "running"))
+        try:
+            self.log.run(str(step), title, self._action(step))
+        finally:
+            rec = self.log.steps[-1]
+            self._tell_recorder(lambda r: r.layers_from(self.record))
+            self._tell_recorder(lambda r: r.event(str(step), title, str(rec.state), rec.error or _figures_line(rec)))
+
+    def _tell_recorder(self, fn: Callable[[TwinRecorder], None]) -> None:
+        """A fault in the recording (or a view attached to it) is reported, and never stops the procedure."""
+        if self.recorder is None:
+            return
+        try:
+            fn(self.recorder)
+        except Exception as exc:  # noqa: BLE001
+            self.log.meta.setdefault("twin_timeline_faults", []).append(f"{type(exc).__name__}: {exc}")
 
     # The state each step after the first needs; asking before the step that makes it is a bug, said plainly.
     @property
@@ -617,3 +652,12 @@ class Rehearsal:
         figures = self.verify.confirm(self.record, self.out)
         rec.outputs += figures.pop("outputs", [])
         return {"per_guide": {side: g.truth for side, g in self.placed.items()}, **figures}
+
+
+def _figures_line(rec: StepRecord) -> str:
+    from twinsim.procedure.report_page import step_figures
+
+    try:
+        return step_figures(rec)
+    except (KeyError, TypeError, ValueError):  # a step's figures without the usual keys: the view shows none
+        return ""

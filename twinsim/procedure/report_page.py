@@ -90,7 +90,7 @@ def write_report_page(record: RehearsalRecord, path: str | Path) -> Path:
     ax.axis("off")
     lines = []
     for i, s in enumerate(log.steps):
-        extra = _step_figures(s)
+        extra = step_figures(s)
         lines.append(f"{i + 1:>2}. {s.title:<70} {STATE_MARK.get(s.state, s.state):<7} {s.seconds:6.1f} s  {extra}")
         if s.error:
             lines += ["      " + w for w in textwrap.wrap(s.error, 120)[:3]]
@@ -111,7 +111,7 @@ def write_report_page(record: RehearsalRecord, path: str | Path) -> Path:
     return write_figure(fig, path)
 
 
-def _step_figures(step: StepRecord) -> str:
+def step_figures(step: StepRecord) -> str:
     f = step.figures
     if "truth" in f:
         t = f["truth"]

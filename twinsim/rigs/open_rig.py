@@ -183,6 +183,11 @@ def new_rehearsal(dev: RigDevices, out: str | Path, settings: RehearsalSettings 
     """A rehearsal on ``dev`` that receives the rig's ports only; the verifier and a plan source (evaluation code
     that reads the truth) reach it as ports too."""
     from twinsim.procedure.rehearsal import Rehearsal, Verifier
+    from twinsim.view.recorder import TwinRecorder
 
-    return Rehearsal(dev.devices, Path(out), settings, calibration, port(verify, Verifier) if verify is not None else None,
-                     plan_source=callable_port(plan_source) if plan_source is not None else None, **kwargs)
+    d = dev.devices
+    # The twin's timeline: the procedure reads the tracker through the recorder's tap, itself behind a port.
+    recorder = kwargs.pop("recorder", None) or TwinRecorder(d.tracker, d.arm, d.room_model, rig=d.rig_name,
+                                                            wrap=lambda t: port(t, Tracker))
+    return Rehearsal(d, Path(out), settings, calibration, port(verify, Verifier) if verify is not None else None,
+                     plan_source=callable_port(plan_source) if plan_source is not None else None, recorder=recorder, **kwargs)
