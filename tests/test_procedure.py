@@ -52,7 +52,10 @@ def test_rehearse_refuses_bad_views_clearly():
     assert out.returncode == 2 and "exactly two views" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(example_patient_model, tmp_path):
+@pytest.fixture(scope="module")
+def bumped(example_patient_model, tmp_path_factory):
+    """A rehearsal in which someone leans on the reference clamp after the plan (1 deg, 2 mm); the room and the
+    twin's world stay up after it, for the view's virtual guide: ``(devices, rehearsal, its log, its folder)``."""
     from twinsim.evaluation.placement_truth import SimVerifier
     from twinsim.hal.rig import load_rig
     from twinsim.procedure.rehearsal import RehearsalSettings
@@ -61,11 +64,12 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
     from twinsim.sim.hand_held import hold, tool
     from twinsim.twin.calibration_set import load_calibration
 
+    tmp_path = tmp_path_factory.mktemp("bumped")
     rig = load_rig(None)
-    fast = FitSettings(iterations=(25, 15, 10), restarts=0)  # the fit's accuracy is not what this test is about
+    fast = FitSettings(iterations=(25, 15, 10), restarts=0)  # the fit's accuracy is not what these tests are about
     with open_rig(rig, progress=False) as dev:
         r = new_rehearsal(dev, tmp_path, RehearsalSettings(fit_settings=fast), load_calibration(rig.calibration),
-                      SimVerifier(dev, "L1"))
+                          SimVerifier(dev, "L1"), keep_twin=True)
         reach = r._reach
         bumped = []
 
@@ -81,6 +85,14 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
 
         r._reach = reach_then_bump
         log = r.run().log
+        try:
+            yield dev, r, log, tmp_path
+        finally:
+            r.close()
+
+
+def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(bumped):
+    _, r, log, tmp_path = bumped
     names = [s.name for s in log.steps]
     failed = [s for s in log.steps if s.state == "failed"]
     assert len(failed) == 1 and failed[0].name == "guide left" and failed[0].error_type == "ReferenceMoved", \
@@ -101,6 +113,147 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(exam
     again = next(e.sample for e in tl.events if e.step == "x-rays" and e.state == "done" and e.sample > bump)
     assert guidance_at(tl, bump).reference_band == "moved" and guidance_at(tl, bump).reference_moved_mm > 1.5
     assert guidance_at(tl, again).reference_band == "still"
+
+
+class _HalCounter:
+    """Between the guarded arm and the HAL's arm: counts what reaches the driver, passing every call on."""
+
+    def __init__(self, arm) -> None:
+        self.arm, self.paths, self.joint_moves = arm, [], []
+
+    def follow_joint_path(self, waypoints, *a, **k):
+        self.paths.append(np.array(waypoints))
+        return self.arm.follow_joint_path(waypoints, *a, **k)
+
+    def move_joints(self, q, *a, **k):
+        self.joint_moves.append(np.array(q))
+        return self.arm.move_joints(q, *a, **k)
+
+    def __getattr__(self, name):
+        return getattr(self.arm, name)
+
+
+class _ViserClient:
+    """A scripted browser: viser's own websocket protocol, the messages its web client sends for a gizmo dragged
+    and a button pressed; what the server sends back is read and dropped."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        import viser
+        from websockets.sync.client import connect
+
+        self.ws = connect(url.replace("http", "ws"), subprotocols=[f"viser-v{viser.__version__}"])
+        threading.Thread(target=self._drain, daemon=True).start()
+        # The web client's first message: its camera (the server counts a client as connected from it).
+        self.send(type="ViewerCameraMessage", wxyz=[1.0, 0.0, 0.0, 0.0], position=[1.0, 0.0, 1.0], fov=0.87, near=0.01,
+                  far=100.0, image_height=800, image_width=1280, look_at=[0.0, 0.0, 0.0], up_direction=[0.0, 0.0, 1.0])
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self.ws.recv()
+        except Exception:  # noqa: BLE001 (closed)
+            return
+
+    def send(self, **message) -> None:
+        import msgspec
+
+        self.ws.send(msgspec.msgpack.encode(message))
+
+    def drag(self, name: str, T_ref_mm: np.ndarray) -> None:
+        q = frames.matrix_to_quat_xyzw(T_ref_mm[:3, :3])
+        self.send(type="TransformControlsDragStartMessage", name=name, owner="")
+        self.send(type="TransformControlsUpdateMessage", name=name, wxyz=[float(v) for v in (q[3], q[0], q[1], q[2])],
+                  position=[float(v) for v in T_ref_mm[:3, 3] * 1e-3], owner="")
+        self.send(type="TransformControlsDragEndMessage", name=name, owner="")
+
+    def click(self, button) -> None:
+        self.send(type="GuiUpdateMessage", uuid=button._impl.uuid, updates={"value": True})
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _until(cond, timeout_s: float, what: str) -> None:
+    t_end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < t_end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def guide_panel(bumped):
+    """The view on the bumped rehearsal's room, its virtual guide attached, a scripted client connected, and the HAL's
+    arm counted behind the guarded arm."""
+    from twinsim.view.web_view import TwinView
+
+    dev, r, _, _ = bumped
+    hal = _HalCounter(r.guarded.arm)
+    r.guarded.arm = hal
+    view = TwinView(port=_free_port())
+    try:
+        view.follow(r.recorder)
+        panel = view.attach_manipulator(r.manipulator(), r.guide_poses())
+        client = _ViserClient(view.url)
+        _until(lambda: len(view.server.get_clients()) == 1, 10, "the client to connect")
+        yield r, view, panel, client, hal
+        client.close()
+    finally:
+        view.close()
+
+
+def test_a_pose_dragged_in_the_view_is_checked_then_moved_to_through_the_hal_once_confirmed(guide_panel):
+    from twinsim.view.gizmo import GIZMO_NODE
+
+    r, view, panel, client, hal = guide_panel
+    dock = r.docks["left"]
+    T = dock.T_approach_mm.copy()  # 40 mm further out along the left path's axis than its approach pose
+    T[:3, 3] -= T[:3, 2] * 40.0
+    sent_before, paths_before = len(r.motion_log.sent), len(hal.paths)
+    client.drag(GIZMO_NODE, T)
+    _until(lambda: panel.state in ("passed", "refused") and not panel.busy, 60, "the twin's check")
+    assert panel.state == "passed", panel.text.content
+    assert np.allclose(panel.verdict.T_ref_tool_mm, T, atol=1e-3)  # the pose the client sent, through the wire
+    assert not panel.move_button.disabled and len(hal.paths) == paths_before  # checked: nothing sent yet
+    client.click(panel.move_button)
+    _until(lambda: panel.confirm_button.visible, 10, "the confirmation")
+    assert len(hal.paths) == paths_before  # asked, not yet confirmed: still nothing sent
+    client.click(panel.confirm_button)
+    _until(lambda: panel.outcome is not None, 120, "the move")
+    out = panel.outcome
+    assert out.ok, out.message
+    assert len(hal.paths) == paths_before + 1  # exactly one planned motion reached the driver
+    assert np.allclose(hal.paths[-1], panel.verdict.motion.waypoints_rad[1:])  # the one the twin checked
+    sent = r.motion_log.sent[sent_before:]
+    assert all(m["check_passed"] for m in sent) and r.motion_log.unchecked == 0
+    assert [m["what"] for m in sent] == ["joint path"] + ["joint move"] * out.corrections  # then the closed loop only
+    assert out.tracked_tip_error_mm <= 0.25 and out.tracked_axis_error_deg <= 0.25  # the closed loop's tolerance
+    log = json.loads((r.out / "rehearsal.json").read_text())  # the procedure's log has it
+    assert log["view_moves"][-1]["ok"] and log["motions"]["sent"] == len(r.motion_log.sent)
+
+
+def test_a_pose_through_the_table_is_refused_with_its_reason_and_the_hal_sees_no_command(guide_panel):
+    from twinsim.motion.docking import tool_frame
+    from twinsim.view.gizmo import GIZMO_NODE
+
+    r, view, panel, client, hal = guide_panel
+    table = r.reg.table
+    base = r.cal.T_ref_base[:3, 3]
+    toward_robot = base - table.centre_mm
+    toward_robot -= (toward_robot @ table.up) * table.up + (toward_robot @ table.long_axis) * table.long_axis
+    toward_robot /= np.linalg.norm(toward_robot)
+    # The guide's tip 30 mm into the table top near the robot's edge, pointing down into it.
+    tip = table.centre_mm + toward_robot * (table.width_mm / 2 - 40.0) - table.up * 30.0
+    calls = (len(hal.paths), len(hal.joint_moves))
+    client.drag(GIZMO_NODE, tool_frame(tip, -table.up, 0.0))
+    _until(lambda: panel.state in ("passed", "refused") and not panel.busy, 60, "the twin's check")
+    assert panel.state == "refused" and "table" in panel.verdict.reason, panel.text.content
+    assert panel.move_button.disabled
+    client.click(panel.move_button)  # pressed anyway
+    time.sleep(1.0)
+    assert not panel.confirm_button.visible and "Check a pose first" in panel.text.content
+    assert (len(hal.paths), len(hal.joint_moves)) == calls  # the HAL saw no command
 
 
 # ---- the twin's timeline and its web view, on the main job's rehearsal -------------------------------------------

@@ -68,7 +68,6 @@ def _views(spec: str) -> tuple:
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from twinsim.hal.rig import SimRig, load_rig
     from twinsim.procedure.rehearsal import RehearsalSettings
-    from twinsim.report import table
     from twinsim.rigs.open_rig import new_rehearsal, open_rig
     from twinsim.twin.calibration_set import load_calibration
 
@@ -102,7 +101,9 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             verify = SimVerifier(dev, settings.level or dev.target_level)
         print(f"twinsim rehearse: {rig.name} ({rig.kind}), level {settings.level or dev.target_level}, views "
               f"{', '.join(v.name for v in settings.views)}; calibration {'from ' + str(rig.calibration) if cal else 'measured now'}")
-        r = new_rehearsal(dev, out, settings, cal, verify)
+        stay = (args.view or args.igtl) and sys.stdin.isatty()
+        # Staying up with the view, the twin's world stays too: the view's virtual guide is checked in it.
+        r = new_rehearsal(dev, out, settings, cal, verify, keep_twin=bool(stay and args.view))
         view = None
         if args.view or args.igtl:
             from twinsim.commands.view import attach_igtl, open_view
@@ -112,12 +113,37 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             view.follow(r.recorder)
             if args.view:
                 print(f"twinsim rehearse: the twin's view is at {view.url}", flush=True)
-        stay = view is not None and sys.stdin.isatty()
         try:
             record = r.run()
+        except BaseException:
+            r.close()
+            raise
         finally:
             if view is not None and not stay:
                 view.close()
+        _print_outcome(record)
+        if stay:
+            from twinsim.commands.view import serve
+            from twinsim.procedure.rehearsal import RehearsalError
+
+            try:
+                if args.view:
+                    try:
+                        view.attach_manipulator(r.manipulator(), r.guide_poses())
+                        print("the view's 'Move the guide' panel moves the robot to a pose checked in the twin", flush=True)
+                    except RehearsalError as exc:
+                        print(f"no virtual guide in the view: {exc}", flush=True)
+                print(f"the view stays up at {view.url}: Ctrl-C closes it", flush=True)
+                serve(None)
+            finally:
+                view.close()
+                r.close()
+    return 0 if record.succeeded else 1
+
+
+def _print_outcome(record) -> None:  # noqa: ANN001 (a RehearsalRecord)
+    from twinsim.report import table
+
     log = record.log
     rows = [[i + 1, s.title, s.state, f"{s.seconds:.1f}"] for i, s in enumerate(log.steps)]
     print(table(["#", "step", "state", "s"], rows))
@@ -132,11 +158,4 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"placement: {log.recommendation.get('advice')}")
     print(f"outcome: {log.summary}")
     print(f"wrote {log.path} and {log.meta.get('report_page', '(no page: ' + log.meta.get('report_page_error', '') + ')')}")
-    if stay:
-        from twinsim.commands.view import serve
-
-        print(f"the view stays up at {view.url}: Ctrl-C closes it", flush=True)
-        serve(None)
-        view.close()
-    return 0 if record.succeeded else 1
 

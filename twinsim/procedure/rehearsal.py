@@ -46,6 +46,7 @@ from twinsim.tracking.tools import NEEDLE_MARKER, OPERATION_FLANGE, POINTER, REF
 from twinsim.twin.calibration_set import CalibrationSet, save_calibration
 from twinsim.twin.sync import TwinSync
 from twinsim.twin.tracker_view import ToolIndex, TrackingLost
+from twinsim.view.manipulation import GuideManipulator, MoveOutcome
 from twinsim.view.recorder import TwinRecorder
 from twinsim.view.timeline import FILE_NAME as TIMELINE_FILE
 from twinsim.workflows.calibration import SessionSettings, read_frames, run_calibration
@@ -143,11 +144,14 @@ class Rehearsal:
     def __init__(self, dev: Devices, out: Path, settings: RehearsalSettings | None = None, calibration: CalibrationSet | None = None,
                  verify: Verifier | None = None, progress: bool | None = None,
                  plan_source: Callable[[RehearsalRecord], VertebraPlan] | None = None,
-                 recorder: TwinRecorder | None = None) -> None:
+                 recorder: TwinRecorder | None = None, keep_twin: bool = False) -> None:
         """``plan_source``: where the paths come from instead of the planner on the reconstruction (a baseline to compare).
         ``recorder``: the twin's timeline (what a view shows live and replays), built on ``dev``'s tracker and arm; it
-        sees every tracker frame the procedure reads, through its own tracker, which replaces ``dev``'s."""
+        sees every tracker frame the procedure reads, through its own tracker, which replaces ``dev``'s.
+        ``keep_twin``: the twin's world stays up after :meth:`run` (for :meth:`manipulator`) until :meth:`close`."""
         self.recorder = recorder
+        self.keep_twin = keep_twin
+        self._twin_open = False
         self.dev, self.out = (replace(dev, tracker=recorder.tracker) if recorder is not None else dev), Path(out)
         self.tol = tol = dev.tolerances
         s = settings or RehearsalSettings()
@@ -250,28 +254,71 @@ class Rehearsal:
             self.log.stop = Stop(exc.step, str(exc.cause), type(exc.cause).__name__)
         finally:
             self.log.meta["wall_s"] = time.perf_counter() - t0
-            self.log.meta["motions"] = {"sent": len(self.motion_log.sent), "refused": len(self.motion_log.refused),
-                                        "sent_without_passed_check": self.motion_log.unchecked,
-                                        "refusals": self.motion_log.refused}
+            self.log.meta["motions"] = self._motion_counts()
             try:
                 from twinsim.procedure.report_page import write_report_page
 
                 self.log.meta["report_page"] = str(write_report_page(self.record, self.out / "rehearsal.png"))
             except Exception as exc:  # noqa: BLE001 (a failed picture must not hide how the procedure ended)
                 self.log.meta["report_page_error"] = f"{type(exc).__name__}: {exc}"
-            if self.recorder is not None:
-                try:
-                    tl = self.recorder.timeline
-                    self.log.meta["twin_timeline"] = {"path": str(tl.save(self.out / TIMELINE_FILE)), "samples": len(tl),
-                                                      "rate_hz": tl.rate_hz}
-                    if self.recorder.faults:
-                        self.log.meta.setdefault("twin_timeline_faults", []).extend(self.recorder.faults)
-                except OSError as exc:
-                    self.log.meta["twin_timeline_error"] = f"{type(exc).__name__}: {exc}"
+            self._save_timeline()
             self.log.write()
-            if self.world is not None:
-                self.world.close()
+            if not self.keep_twin:
+                self.close()
         return self.record
+
+    def close(self) -> None:
+        """Close the twin's world (after :meth:`run`, or once the view's manipulation is done with it)."""
+        if self.world is not None and self._twin_open:
+            self.world.close()
+        self._twin_open = False
+
+    def _save_timeline(self) -> None:
+        if self.recorder is None:
+            return
+        try:
+            tl = self.recorder.timeline
+            self.log.meta["twin_timeline"] = {"path": str(tl.save(self.out / TIMELINE_FILE)), "samples": len(tl),
+                                              "rate_hz": tl.rate_hz}
+            if self.recorder.faults:
+                self.log.meta["twin_timeline_faults"] = sorted(set(self.log.meta.get("twin_timeline_faults", []))
+                                                               | set(self.recorder.faults))
+        except OSError as exc:
+            self.log.meta["twin_timeline_error"] = f"{type(exc).__name__}: {exc}"
+
+    def manipulator(self) -> GuideManipulator:
+        """Virtual-to-real on this rehearsal's twin: guide poses chosen in the view, checked in the twin's world and
+        made through the same guarded arm, interlocks and motion log as the procedure's. Each move made is added to
+        ``rehearsal.json`` (``view_moves``) and to the twin's timeline."""
+        if self.world is None or not self._twin_open or self.planner is None:
+            raise RehearsalError("the twin's world is not up: the survey has not run yet, or the rehearsal was run "
+                                 "without keep_twin and has closed it")
+
+        def made(outcome: MoveOutcome) -> None:
+            self.log.meta.setdefault("view_moves", []).append(outcome.summary())
+            self.log.meta["motions"] = self._motion_counts()
+            self._tell_recorder(lambda r: r.event("view move", "Guide moved to a pose chosen in the view",
+                                                  "done" if outcome.ok else "failed", outcome.message))
+            self._save_timeline()
+            self.log.write()
+
+        return GuideManipulator(self._planner, self._guarded, self.dev.tracker, self.dev.model, self._cal,
+                                self._reg.T_cam_ref_mm, self.s.speed_factor, on_move=made)
+
+    def guide_poses(self) -> dict[str, np.ndarray]:
+        """Named guide poses (``ref``, mm) a person may want to move the guide to: where it started, and each
+        path's approach and docked poses."""
+        out: dict[str, np.ndarray] = {}
+        if self.planner is not None and hasattr(self, "q_start"):
+            out["standby: where the robot started"] = self.planner.tool_pose_mm(self.q_start)
+        for side, d in self.docks.items():
+            out[f"{side} path: approach pose"] = d.T_approach_mm
+            out[f"{side} path: docked"] = d.T_dock_mm
+        return out
+
+    def _motion_counts(self) -> dict[str, Any]:
+        return {"sent": len(self.motion_log.sent), "refused": len(self.motion_log.refused),
+                "sent_without_passed_check": self.motion_log.unchecked, "refusals": self.motion_log.refused}
 
     def _run_step(self, step: Step) -> None:
         """One step, told to the recorder as it starts and ends (with the layers it changed)."""
@@ -526,7 +573,7 @@ class Rehearsal:
                 T_base_cam = cam_model.fk_m(q_nav, panda.CAMERA_LINK)
             world.set_navigation(frames.invert(self._reg.T_cam_ref_mm), q_nav, T_base_cam)
             nav = "from the tracker and its joint readings"
-        self.world = world
+        self.world, self._twin_open = world, True
         self.planner = MotionPlanner(world, dev.model, self._cal.T_flange_tool, self.s.speed_factor, seed=self.s.seed)
         self.guarded = GuardedArm(dev.arm, world, self.motion_log)
         # The check's speed on this twin: a 200-waypoint trajectory from where the robot stands (median of 5).

@@ -81,7 +81,7 @@ class TwinView:
         import viser
 
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
-        self.server.gui.configure_theme(control_layout="collapsible", show_logo=False, show_share_button=False)
+        self.server.gui.configure_theme(show_logo=False, show_share_button=False)
         self.url = f"http://{host}:{self.server.get_port()}"
         self.max_rate_hz = max_rate_hz
         self._lock = threading.RLock()
@@ -120,6 +120,7 @@ class TwinView:
         self.slider: Any = None
         self.on_show: list[Any] = []  # called with (timeline, sample) after each draw: the OpenIGTLink bridge
         self.on_close: list[Any] = []  # what closes with the view (the bridge)
+        self.manipulation: Any = None  # the virtual guide's panel, once attached
 
     def _layer_box(self, name: str, box: Any) -> None:
         """The panel's checkbox shows or hides the layer's root."""
@@ -171,6 +172,16 @@ class TwinView:
         for k in range(0, len(tl), 2):
             self.slider.value = k
             time.sleep(1.0 / self.max_rate_hz)
+
+    def attach_manipulator(self, manipulator, presets: dict[str, np.ndarray] | None = None):  # noqa: ANN001, ANN201
+        """Virtual-to-real: a gizmo on a virtual guide, checked in the twin by ``manipulator`` (a
+        :class:`~twinsim.view.manipulation.GuideManipulator`), moved only after the check and a confirmation."""
+        from twinsim.view.gizmo import ManipulationPanel
+
+        panel = ManipulationPanel(self.server, manipulator, presets)
+        self.on_close.append(panel.close)
+        self.manipulation = panel
+        return panel
 
     def close(self) -> None:
         self._closed = True
