@@ -156,6 +156,26 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from twinsim.bench.view_latency import main
+    from twinsim.view.browser import BrowserMissing
+    from twinsim.view.timeline import TimelineError, load_timeline
+
+    rates = comma_floats(args.rates_hz, "--rates-hz", "bench view", minimum=1.0)
+    try:
+        load_timeline(Path(args.replay))  # refused before a browser starts
+    except TimelineError as exc:
+        raise UsageError(f"twinsim bench view: {exc}; run `twinsim -o {args.replay}` first") from None
+    try:
+        clients = comma_list(args.clients, "--clients", "bench view")
+        if not clients or set(clients) - {"wire", "chromium"}:
+            raise UsageError(f"twinsim bench view: --clients takes wire and/or chromium, got {args.clients!r}")
+        return main(Path(args.replay), _out(args), list(rates), at_least(args.seconds, 1.0, "--seconds", "bench view"),
+                    int(at_least(args.repeats, 1, "--repeats", "bench view")), clients)
+    except BrowserMissing as exc:
+        raise UsageError(f"twinsim bench view: {exc}") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="benchmarks that print a table and write JSON (twinsim bench NAME --help)",
                        description="Benchmarks: each prints a table, writes JSON (and most a PNG) and scores what the "
@@ -298,3 +318,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--view-episodes", type=int, default=4, help="ViewSelection episodes per policy (default 4)")
     p.add_argument("--vector-steps", type=int, default=100, help="steps for the AsyncVectorEnv comparison (default 100)")
     p.add_argument("--scenario", help="scenario YAML whose rig, seed and time-triggered faults the environments use")
+
+    p = bench("view", "the web view's twin-to-browser latency and update rate in headless Chromium",
+              "A rehearsal's recorded timeline fed to the web view's live path at each --rates-hz, the page loaded in "
+              "headless Chromium (Debian's chromium): the twin-to-browser latency (median, p90), the browser's update "
+              "rate, and the view's draws, every layer on.", cmd_view)
+    p.add_argument("--replay", default="out/rehearsal", help="a rehearsal's output folder with its twin_timeline.npz "
+                                                             "(default out/rehearsal, the main job's)")
+    p.add_argument("--rates-hz", default="30,60", help="comma-separated feed rates, samples a second of wall time "
+                                                      "(default 30,60)")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds of feed per run (default 15)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per rate and client (default 3)")
+    p.add_argument("--clients", default="wire,chromium",
+                   help="wire: viser's protocol decoded by a script; chromium: headless Chromium (default both)")
