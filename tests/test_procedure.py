@@ -92,12 +92,17 @@ def bumped(example_patient_model, tmp_path_factory):
 
 
 def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(bumped):
-    _, r, log, tmp_path = bumped
+    dev, r, log, tmp_path = bumped
     names = [s.name for s in log.steps]
     failed = [s for s in log.steps if s.state == "failed"]
     assert len(failed) == 1 and failed[0].name == "guide left" and failed[0].error_type == "ReferenceMoved", \
         [(s.name, s.state, s.error) for s in log.steps]
     assert "register the patient again" in failed[0].error
+    # The interlock was told to the team, who acknowledged it before the new registration.
+    assert [(e["step"], e["interlock"], e["acknowledged"]) for e in log.meta["interlocks"]] == \
+        [("guide left", "ReferenceMoved", True)]
+    assert dev.operator.acknowledged == [log.meta["interlocks"][0]["message"]]
+    assert "Next: register the patient again" in dev.operator.acknowledged[0]
     i = names.index("re-registration")
     assert names[i + 1:i + 7] == ["x-rays", "landmarks", "reconstruction", "plan", "survey", "reach"]
     assert log.outcome is Outcome.COMPLETED, log.summary
@@ -254,6 +259,79 @@ def test_a_pose_through_the_table_is_refused_with_its_reason_and_the_hal_sees_no
     time.sleep(1.0)
     assert not panel.confirm_button.visible and "Check a pose first" in panel.text.content
     assert (len(hal.paths), len(hal.joint_moves)) == calls  # the HAL saw no command
+
+
+def test_a_persons_step_is_asked_in_the_view_and_goes_on_when_done_is_pressed_there():
+    import threading
+
+    from twinsim.hal.real.terminal_operator import TerminalOperator
+    from twinsim.view.web_view import TwinView
+
+    view = TwinView(port=_free_port())
+    operator = TerminalOperator(sample_period_s=0.0)
+    try:
+        prompt = view.attach_operator(operator)
+        assert prompt is not None and view.attach_operator(object()) is None  # a simulated operator is not asked
+        client = _ViserClient(view.url)
+        poses: list[int] = []
+        worker = threading.Thread(target=lambda: poses.extend(operator.pivot_pointer(3)), daemon=True)
+        worker.start()  # the calibration's first human step; no terminal here (pytest's stdin)
+        _until(lambda: prompt.done_button.visible, 10, "the request in the view")
+        assert "pivot it slowly" in prompt.text.content and not poses  # waiting for the person
+        time.sleep(0.5)
+        assert worker.is_alive()
+        client.click(prompt.done_button)
+        worker.join(10)
+        assert poses == [0, 1, 2] and prompt.asked[-1][1] == "view" and not prompt.done_button.visible
+        client.close()
+    finally:
+        view.close()
+
+
+def test_landmarks_are_marked_by_clicking_on_the_xrays_in_the_view():
+    import threading
+    from types import SimpleNamespace
+
+    from twinsim.hal.real.terminal_operator import TerminalOperator
+    from twinsim.view.web_view import TwinView
+
+    view = TwinView(port=_free_port())
+    operator = TerminalOperator()
+    try:
+        prompt = view.attach_operator(operator)
+        client = _ViserClient(view.url)
+        _until(lambda: len(view.server.get_clients()) == 1, 10, "the client to connect")
+        rng = np.random.default_rng(0)
+        xrays = [SimpleNamespace(image=rng.random((240, 320)).astype(np.float32)) for _ in range(2)]
+        names = ["left_pedicle_centre", "right_pedicle_centre", "spinous_process_tip"]
+        got: list = []
+        worker = threading.Thread(target=lambda: got.extend(operator.mark_landmarks(xrays, "L1", names)), daemon=True)
+        worker.start()
+        _until(lambda: len(prompt.images) == 2 and prompt.landmark is not None, 10, "the X-rays on the board")
+        cam = view.server.get_clients()[next(iter(view.server.get_clients()))].camera
+        _until(lambda: np.allclose(cam.look_at, prompt.images[0][1], atol=0.6), 10, "the camera on the board")
+        want = {0: {n: rng.uniform([10, 10], [310, 230]) for n in names}, 1: {n: rng.uniform([10, 10], [310, 230])
+                                                                               for n in names[:2]}}
+        for i, marks in want.items():
+            for name, uv in marks.items():
+                client.send(type="GuiUpdateMessage", uuid=prompt.landmark._impl.uuid, updates={"value": name})
+                _until(lambda name=name: prompt.landmark.value == name, 5, "the landmark chosen")
+                origin = prompt.board_point(i, uv) - np.array([0.0, 0.0, 0.8])  # from the camera's side of the board
+                ray = prompt.board_point(i, uv) - origin
+                client.send(type="SceneNodeClickMessage", name=f"/marking/xray{i}", instance_index=None,
+                            ray_origin=[float(v) for v in origin], ray_direction=[float(v) for v in ray / np.linalg.norm(ray)],
+                            screen_pos=[0.5, 0.5], modifier=None, owner="")
+                _until(lambda i=i, name=name: name in prompt.marks[i], 5, f"{name} marked on X-ray {i + 1}")
+        client.click(prompt.done_button)
+        worker.join(10)
+        assert len(got) == 2 and set(got[0]) == set(names) and set(got[1]) == set(names[:2])  # one left out in view 2
+        for i, marks in want.items():
+            for name, uv in marks.items():
+                assert np.allclose(got[i][name], uv, atol=1e-6)
+        assert not prompt.images and prompt._mark_folder is None and not prompt._dots  # the board taken down
+        client.close()
+    finally:
+        view.close()
 
 
 # ---- the twin's timeline and its web view, on the main job's rehearsal -------------------------------------------
@@ -490,9 +568,52 @@ def test_the_view_shows_the_twin_in_headless_chromium_where_the_twin_says(main_j
             assert np.median(far) < 60, f"{key}: its pixels lie {np.median(far):.0f} px (median) from where the twin says"
         for name, root in view._roots.items():
             root.visible = name in LAYERS
+        _a_click_in_the_browser_marks_the_landmark_at_its_pixel(browser, view, tl, k, canvas)
     finally:
         browser.quit()
         view.close()
+
+
+def _a_click_in_the_browser_marks_the_landmark_at_its_pixel(browser, view, tl, k, canvas) -> None:
+    """A person's click on an X-ray in the page: the browser's own picking, over the wire, to the image's pixel."""
+    import threading
+    from types import SimpleNamespace
+
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    from twinsim.hal.real.terminal_operator import TerminalOperator
+    from twinsim.view.operator_prompt import BOARD_DISTANCE_M, BOARD_M, IMAGE_WIDTH_M
+    from twinsim.view.web_view import CameraPose
+
+    operator = TerminalOperator()
+    prompt = view.attach_operator(operator)
+    xr = tl.layer_at("xrays", k)
+    xrays = [SimpleNamespace(image=xr[f"image_{i}"].astype(np.float32) / 255.0) for i in range(2)]
+    got: list = []
+    worker = threading.Thread(target=lambda: got.extend(operator.mark_landmarks(xrays, "L1", ["spinous_process_tip"])),
+                              daemon=True)
+    worker.start()
+    _until(lambda: len(prompt.images) == 2, 10, "the X-rays on the board")
+    time.sleep(4.0)  # the page turns its camera to the board and draws the images (software WebGL: slow frames)
+    client = next(iter(view.server.get_clients().values()))
+    X0, Y0, W, H = canvas()
+    board = CameraPose(BOARD_M - np.array([0.0, 0.0, BOARD_DISTANCE_M]), BOARD_M, np.array([0.0, -1.0, 0.0]),
+                       float(client.camera.fov))
+    Hi, Wi = xrays[0].image.shape
+    want = np.array([0.3 * Wi, 0.6 * Hi])
+    su, sv = _project(board, prompt.board_point(0, want)[None], W, H)[0]
+    action = ActionBuilder(browser)
+    action.pointer_action.move_to_location(int(round(X0 + su)), int(round(Y0 + sv)))
+    action.pointer_action.click()
+    action.perform()
+    _until(lambda: "spinous_process_tip" in prompt.marks[0], 20, "the click to reach the view")
+    screen_px_per_m = H / (2 * BOARD_DISTANCE_M * np.tan(board.fov_rad / 2))
+    image_px_per_screen_px = Wi / IMAGE_WIDTH_M / screen_px_per_m
+    err = np.linalg.norm(prompt.marks[0]["spinous_process_tip"] - want)
+    assert err < 1.0 + 2.0 * image_px_per_screen_px, (prompt.marks[0], want)  # 2 screen px: the click's rounding
+    prompt._answered.set()  # Done (pressed in the panel)
+    worker.join(10)
+    assert got and "spinous_process_tip" in got[0]
 
 
 def _read_polydata(self, content):  # noqa: ANN001

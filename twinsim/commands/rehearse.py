@@ -113,6 +113,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
             view.follow(r.recorder)
             if args.view:
                 print(f"twinsim rehearse: the twin's view is at {view.url}", flush=True)
+                if view.attach_operator(dev.operator) is not None:
+                    print("twinsim rehearse: each step a person does is asked in the view too (Operator panel)", flush=True)
         try:
             record = r.run()
         except BaseException:

@@ -103,6 +103,10 @@ class Operator(Protocol):
 
     def say(self, message: str) -> None: ...
 
+    def acknowledge(self, message: str) -> None:
+        """An interlock told to the people at the rig; returns once they have acknowledged it."""
+        ...
+
     def pivot_pointer(self, n_poses: int) -> Iterator[int]: ...
 
     def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, rod_extension_mm: float = 0.0) -> Iterator[int]:

@@ -24,12 +24,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from twinsim import frames
+from twinsim.hal.errors import HalError, MotionAborted
 from twinsim.hal.interfaces import CArmView
 from twinsim.imaging.acquisition import Acquisition
 from twinsim.imaging.landmarks_file import CLICKABLE, Clicks, load_clicks
 from twinsim.motion.docking import DockPlan, DockSettings, plan_dock
 from twinsim.motion.envelope import PatientEnvelope, TableModel
-from twinsim.motion.execution import ReferenceMoved, Watch, run_watched
+from twinsim.motion.execution import ReferenceMoved, TrackingLostDuringMotion, Watch, run_watched
 from twinsim.motion.guarded_arm import GuardedArm, MotionLog
 from twinsim.motion.placement import Placement, PlacementSettings, search_placement
 from twinsim.motion.planner import MotionPlanner, MotionRefused, PlannedMotion, SightLine, Unreachable
@@ -55,6 +56,7 @@ from twinsim.workflows.tracked_xray import acquire_tracked
 
 DEFAULT_VIEWS = (CArmView("AP", 0.0, 0.0), CArmView("RAO 60", -60.0, 0.0))
 SIDES = ("left", "right")
+INTERLOCKS = (ReferenceMoved, TrackingLostDuringMotion, MotionAborted)  # what stops the arm while it moves
 GUIDE_STEP = {"left": Step.GUIDE_LEFT, "right": Step.GUIDE_RIGHT}
 
 
@@ -221,11 +223,29 @@ class Rehearsal:
             return Step.VERIFICATION
         return None
 
+    def _acknowledge(self, step: Step, exc: StepFailed) -> None:
+        """An interlock that stopped the arm is told to the people at the rig, who acknowledge it before the
+        procedure registers again or stops (on a rig whose operator is a person, in the terminal and the view)."""
+        if not isinstance(exc.cause, INTERLOCKS):
+            return
+        what = "register the patient again" if self._after_failure_is_reregistration(step, exc) else "the procedure stops"
+        message = f"Interlock at {step}: {exc.cause}. Next: {what}."
+        entry: dict[str, Any] = {"step": str(step), "interlock": type(exc.cause).__name__, "message": message}
+        try:
+            self.dev.operator.acknowledge(message)
+            entry["acknowledged"] = True
+        except HalError as err:  # nobody to ask: said in the log, and the procedure goes on as it would
+            entry["acknowledged"], entry["why_not"] = False, str(err)
+        self.log.meta.setdefault("interlocks", []).append(entry)
+
+    def _after_failure_is_reregistration(self, step: Step, exc: StepFailed) -> bool:
+        return step in (Step.GUIDE_LEFT, Step.GUIDE_RIGHT) and isinstance(exc.cause, ReferenceMoved) \
+            and self.reregistrations < self.s.max_reregistrations
+
     def _after_failure(self, step: Step, exc: StepFailed) -> Step | None:
         """Where a failed step leads: a moved reference during a guide's motion re-registers (up to the limit);
         anything else stops the procedure."""
-        if step in (Step.GUIDE_LEFT, Step.GUIDE_RIGHT) and isinstance(exc.cause, ReferenceMoved) \
-                and self.reregistrations < self.s.max_reregistrations:
+        if self._after_failure_is_reregistration(step, exc):
             self.reregistrations += 1
             return Step.REREGISTRATION
         return None
@@ -245,6 +265,7 @@ class Rehearsal:
                     self._run_step(current)
                     step = self._next(current)
                 except StepFailed as exc:
+                    self._acknowledge(current, exc)
                     step = self._after_failure(current, exc)
                     if step is None:
                         raise

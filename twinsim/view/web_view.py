@@ -201,6 +201,18 @@ class TwinView:
         self.manipulation = panel
         return panel
 
+    def attach_operator(self, operator: object) -> Any:
+        """The human steps of a person's operator (one with a ``prompt`` hook: the lab's terminal operator) asked in
+        the view too; None for an operator that is not a person (the simulated one)."""
+        if not hasattr(operator, "prompt"):
+            return None
+        from twinsim.view.operator_prompt import OperatorPrompt
+
+        prompt = OperatorPrompt(self.server)
+        operator.prompt = prompt
+        self.on_close.append(prompt.close)
+        return prompt
+
     def close(self) -> None:
         self._closed = True
         for closer in self.on_close:

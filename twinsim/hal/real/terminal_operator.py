@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,14 +20,27 @@ SAMPLE_PERIOD_S = 0.25  # between poses while someone pivots: the tracker is rea
 class TerminalOperator:
     def __init__(self, sample_period_s: float = SAMPLE_PERIOD_S) -> None:
         self.sample_period_s = sample_period_s
+        # Where each step is asked instead of the terminal alone: the web view's prompt (twinsim.view.operator_prompt),
+        # which asks in both: its ask(message) and mark_landmarks(acquisitions, level, names).
+        self.prompt: Any = None
 
     def say(self, message: str) -> None:
         print(f"[operator] {message}", flush=True)
 
     def confirm(self, message: str) -> None:
+        if self.prompt is not None:
+            self.prompt.ask(message)
+            return
         if not sys.stdin or not sys.stdin.isatty():
             raise HalError("operator", f"a person must act at this step, but there is no terminal to ask: {message}")
         input(f"[operator] {message} Press Enter when ready. ")
+
+    def acknowledge(self, message: str) -> None:
+        """Asked like any step (in the view too); without a terminal or a view, said only: nothing waits for it."""
+        if self.prompt is None and (not sys.stdin or not sys.stdin.isatty()):
+            self.say(message)
+            return
+        self.confirm(f"{message} Acknowledge to go on.")
 
     def _sweep(self, n: int) -> Iterator[int]:
         for i in range(n):
@@ -66,6 +80,8 @@ class TerminalOperator:
     def mark_landmarks(self, acquisitions: Sequence[Acquisition], level: str, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
         from twinsim.imaging.landmarks_file import load_clicks
 
+        if self.prompt is not None:  # clicked on the X-rays in the view (or a file given in the terminal)
+            return self.prompt.mark_landmarks(acquisitions, level, names)
         if not sys.stdin or not sys.stdin.isatty():
             raise HalError("operator", "landmarks must be marked on the X-rays, but there is no terminal to ask: pass a "
                                        "twinsim-landmarks/1 file (--clicks)")

@@ -53,10 +53,16 @@ class SimOperator:
         self.skin_region_m = (0.18, 0.22)  # half-extents of the traced back: along the spine, across
         self.entry_region_m = (0.06, 0.09)  # ... and of the entry sites over the target, traced with half the touches
         self.unmarked: dict[int, list[str] | None] = {}  # view index -> landmarks not found there (None: all)
+        self.acknowledged: list[str] = []  # the interlocks told to the team
 
     def say(self, message: str) -> None:
         if self.verbose:
             log.info(f"[operator] {message}")
+
+    def acknowledge(self, message: str) -> None:
+        """The simulated team acknowledges at once (kept in ``acknowledged``)."""
+        self.acknowledged.append(message)
+        self.say(f"{message} (acknowledged)")
 
     def _pointer(self) -> hand_held.SimulatedTool:
         return hand_held.tool(self.vega, POINTER)
