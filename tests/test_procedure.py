@@ -103,6 +103,9 @@ def test_a_moved_patient_reference_sends_the_procedure_back_to_registration(bump
         [("guide left", "ReferenceMoved", True)]
     assert dev.operator.acknowledged == [log.meta["interlocks"][0]["message"]]
     assert "Next: register the patient again" in dev.operator.acknowledged[0]
+    moved = iter(dev.operator.approved)  # every motion made was let go by the team first, in order
+    assert all(any(a.startswith(m["name"] + " (") for a in moved)
+               for st in log.steps for m in st.figures.get("motions", [])), dev.operator.approved
     i = names.index("re-registration")
     assert names[i + 1:i + 7] == ["x-rays", "landmarks", "reconstruction", "plan", "survey", "reach"]
     assert log.outcome is Outcome.COMPLETED, log.summary

@@ -107,6 +107,10 @@ class Operator(Protocol):
         """An interlock told to the people at the rig; returns once they have acknowledged it."""
         ...
 
+    def approve_motion(self, what: str) -> None:
+        """The next robot motion (checked in the twin) told to the people at the rig; returns once they let it go."""
+        ...
+
     def pivot_pointer(self, n_poses: int) -> Iterator[int]: ...
 
     def hand_guide_tip_pivot(self, arm: Arm, n_poses: int, rod_extension_mm: float = 0.0) -> Iterator[int]:

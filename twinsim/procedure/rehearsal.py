@@ -655,6 +655,8 @@ class Rehearsal:
                          reference_spheres_ref_mm=reference)
 
     def _move(self, motion: PlannedMotion, watch: Watch, rec: StepRecord) -> None:
+        # The people at the rig let each checked motion go (a person presses Enter or Done; the simulated team at once).
+        self.dev.operator.approve_motion(f"{motion.name} ({motion.method}, {motion.timing.duration_s:.1f} s)")
         frames_read = run_watched(self._guarded, motion.waypoints_rad[1:], watch, self.s.speed_factor, motion.name)
         rec.figures.setdefault("motions", []).append({**motion.summary(), "tracker_frames_during": frames_read})
 

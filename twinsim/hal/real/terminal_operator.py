@@ -42,6 +42,9 @@ class TerminalOperator:
             return
         self.confirm(f"{message} Acknowledge to go on.")
 
+    def approve_motion(self, what: str) -> None:
+        self.confirm(f"Next robot motion: {what}. Keep the workspace clear.")
+
     def _sweep(self, n: int) -> Iterator[int]:
         for i in range(n):
             yield i

@@ -54,10 +54,15 @@ class SimOperator:
         self.entry_region_m = (0.06, 0.09)  # ... and of the entry sites over the target, traced with half the touches
         self.unmarked: dict[int, list[str] | None] = {}  # view index -> landmarks not found there (None: all)
         self.acknowledged: list[str] = []  # the interlocks told to the team
+        self.approved: list[str] = []  # the motions it let go
 
     def say(self, message: str) -> None:
         if self.verbose:
             log.info(f"[operator] {message}")
+
+    def approve_motion(self, what: str) -> None:
+        """The simulated team lets every checked motion go (kept in ``approved``)."""
+        self.approved.append(what)
 
     def acknowledge(self, message: str) -> None:
         """The simulated team acknowledges at once (kept in ``acknowledged``)."""
