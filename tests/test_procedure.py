@@ -264,6 +264,29 @@ def test_a_pose_through_the_table_is_refused_with_its_reason_and_the_hal_sees_no
     assert (len(hal.paths), len(hal.joint_moves)) == calls  # the HAL saw no command
 
 
+def test_the_truth_layer_is_off_by_default_marked_as_truth_and_absent_without_a_room(bumped, guide_panel):
+    from types import SimpleNamespace
+
+    from twinsim.evaluation.teaching_truth import teaching_truth
+    from twinsim.hal.ports import callable_port
+
+    dev, r, _, _ = bumped
+    _, view, _, client, _ = guide_panel
+    assert teaching_truth(SimpleNamespace(room=None), "L1") is None  # a lab rig: no room, no truth layer
+    view.attach_truth(callable_port(teaching_truth(dev, "L1")))
+    assert not view.truth_box.value and not view._truth_root.visible and view.truth_shown is None  # off by default
+    assert "TRUTH" in view.truth_box.label
+    client.send(type="GuiUpdateMessage", uuid=view.truth_box._impl.uuid, updates={"value": True})
+    _until(lambda: view.truth_shown is not None, 10, "the truth layer drawn")
+    a = view.truth_shown
+    twin = r.planner.tool_pose_mm(r.dev.arm.read_joints_rad())  # where the twin puts the guide's tip, from its joints
+    off = np.linalg.norm(a["T_ref_guide_tip_mm"][:3, 3] - twin[:3, 3])
+    assert 0.0 < off < 5.0, off  # the truth, not the twin's estimate of it, and close to it
+    bone = a["vertebra_vertices_mm"].mean(0)
+    targets = np.array([p.target_mm for p in r.reg.plan.paths.values()]).mean(0)
+    assert np.linalg.norm(bone - targets) < 30.0  # the true L1 in ref, around the planned targets
+
+
 def test_a_persons_step_is_asked_in_the_view_and_goes_on_when_done_is_pressed_there():
     import threading
 

@@ -115,6 +115,12 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
                 print(f"twinsim rehearse: the twin's view is at {view.url}", flush=True)
                 if view.attach_operator(dev.operator) is not None:
                     print("twinsim rehearse: each step a person does is asked in the view too (Operator panel)", flush=True)
+                from twinsim.evaluation.teaching_truth import teaching_truth
+                from twinsim.hal.ports import callable_port
+
+                truth = teaching_truth(dev, settings.level or dev.target_level)  # None on a lab rig
+                if truth is not None:
+                    view.attach_truth(callable_port(truth))
         try:
             record = r.run()
         except BaseException:

@@ -37,6 +37,7 @@ LAYERS = {  # scene root: the panel's label
 }
 SIDE_RGB = {"left": (220, 40, 40), "right": (40, 80, 230)}
 MISSING_RGB = (150, 150, 150)
+TRUTH_RGB = (230, 180, 0)  # the truth layer: gold wireframe, unlike anything the twin draws
 BAND_RGB = {"on target": (40, 190, 70), "close": (240, 170, 30), "far": (220, 50, 40), "not tracked": MISSING_RGB}
 TOOL_RGB = (40, 170, 60)
 BONE_RGB = (235, 225, 200)
@@ -108,7 +109,10 @@ class TwinView:
         self._roots = {name: self.server.scene.add_frame(f"/{name}", show_axes=False) for name in LAYERS}
         self._bases = {"operation": self.server.scene.add_frame("/robots/operation", show_axes=False),
                        "navigation": self.server.scene.add_frame("/robots/navigation", show_axes=False, visible=False)}
-        with self.server.gui.add_folder("Layers"):
+        self._truth_source: Any = None  # the truth layer's source (simulation only), once attached
+        self._truth_drawn = False
+        self.truth_shown: dict[str, np.ndarray] | None = None  # what the truth layer drew last
+        with self.server.gui.add_folder("Layers") as self._layers_folder:
             for name, label in LAYERS.items():
                 self._layer_box(name, self.server.gui.add_checkbox(label, initial_value=True))
         with self.server.gui.add_folder("Procedure"):
@@ -201,6 +205,38 @@ class TwinView:
         self.manipulation = panel
         return panel
 
+    def attach_truth(self, source: Any) -> None:
+        """In simulation, for teaching: the true bone and the guide's true pose from ``source`` (a callable, behind a
+        port, that evaluation code provides), as a layer marked TRUTH, off by default and redrawn with every draw
+        while shown. A lab rig has no source, and the view no such layer."""
+        self._truth_source = source
+        self._truth_root = self.server.scene.add_frame("/truth", show_axes=False, visible=False)
+        with self._layers_folder:
+            box = self.server.gui.add_checkbox("TRUTH (simulation only, for teaching)", initial_value=False)
+
+        def toggled(_event: Any) -> None:
+            self._truth_root.visible = box.value
+            if box.value:
+                self._draw_truth()
+
+        box.on_update(toggled)
+        self.truth_box = box
+
+    def _draw_truth(self) -> None:
+        if self._truth_source is None or not self._truth_root.visible:
+            return
+        a = self._truth_source()
+        if not self._truth_drawn:
+            self.server.scene.add_mesh_simple("/truth/vertebra", a["vertebra_vertices_mm"] * 1e-3, a["vertebra_faces"],
+                                              color=TRUTH_RGB, wireframe=True)
+            self.server.scene.add_label("/truth/vertebra_label", f"TRUE {a['level']} (CT)",
+                                        position=a["vertebra_vertices_mm"].mean(0) * 1e-3 + np.array([0.0, 0.0, 0.05]))
+            self._truth_guide = self.server.scene.add_frame("/truth/guide_tip", axes_length=0.03, axes_radius=0.0015)
+            self.server.scene.add_label("/truth/guide_tip/label", "TRUE guide tip", position=(0.0, 0.0, -0.02))
+            self._truth_drawn = True
+        self._truth_guide.wxyz, self._truth_guide.position = _pose(a["T_ref_guide_tip_mm"])
+        self.truth_shown = a
+
     def attach_operator(self, operator: object) -> Any:
         """The human steps of a person's operator (one with a ``prompt`` hook: the lab's terminal operator) asked in
         the view too; None for an operator that is not a person (the simulated one)."""
@@ -244,6 +280,7 @@ class TwinView:
                 self._time_md.content = f"t = {tl.t_s[sample]:.2f} s of tracker time, sample {sample + 1} of {len(tl)}"
             stamp = time.strftime("%H:%M:%S", time.gmtime(self._known_at)) + f".{int(self._known_at * 1000) % 1000:03d}"
             self._asof_md.content = f"twin as of {stamp} UTC, sample {sample + 1}"
+        self._draw_truth()
         for hook in list(self.on_show):
             hook(tl, sample)
 
