@@ -23,7 +23,9 @@ def _options(parser):
 
 def test_each_bench_lists_only_its_own_options():
     benches = {w[-1]: p for w, p in _walk(build_parser()) if len(w) == 3 and w[1] == "bench"}
-    assert set(benches) == {"scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse", "envs", "patients"}
+    assert set(benches) == {"scene", "xray", "mapping", "recon", "plan", "hal", "carm", "rehearse", "envs", "patients",
+                            "view"}
+    assert {"--replay", "--rates-hz", "--clients"} <= _options(benches["view"])
     rehearse = _options(benches["rehearse"])
     assert {"--clicks-mm", "--no-geoplan", "--scene", "--pairs"} <= rehearse
     for other in ("--episodes", "--cold-repeats", "--surroundings", "--suite", "--shots", "--scenario"):

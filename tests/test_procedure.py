@@ -183,6 +183,13 @@ class _ViserClient:
         self.ws.close()
 
 
+def _checked(panel, T_mm: np.ndarray) -> bool:
+    """The panel's check of this pose (not an earlier one) is done."""
+    v = panel.verdict
+    return (v is not None and np.allclose(v.T_ref_tool_mm, T_mm, atol=1e-3) and not panel.busy
+            and panel.state in ("passed", "refused"))
+
+
 def _until(cond, timeout_s: float, what: str) -> None:
     t_end = time.monotonic() + timeout_s
     while not cond():
@@ -220,7 +227,7 @@ def test_a_pose_dragged_in_the_view_is_checked_then_moved_to_through_the_hal_onc
     T[:3, 3] -= T[:3, 2] * 40.0
     sent_before, paths_before = len(r.motion_log.sent), len(hal.paths)
     client.drag(GIZMO_NODE, T)
-    _until(lambda: panel.state in ("passed", "refused") and not panel.busy, 60, "the twin's check")
+    _until(lambda: _checked(panel, T), 60, "the twin's check")
     assert panel.state == "passed", panel.text.content
     assert np.allclose(panel.verdict.T_ref_tool_mm, T, atol=1e-3)  # the pose the client sent, through the wire
     assert not panel.move_button.disabled and len(hal.paths) == paths_before  # checked: nothing sent yet
@@ -254,8 +261,9 @@ def test_a_pose_through_the_table_is_refused_with_its_reason_and_the_hal_sees_no
     # The guide's tip 30 mm into the table top near the robot's edge, pointing down into it.
     tip = table.centre_mm + toward_robot * (table.width_mm / 2 - 40.0) - table.up * 30.0
     calls = (len(hal.paths), len(hal.joint_moves))
-    client.drag(GIZMO_NODE, tool_frame(tip, -table.up, 0.0))
-    _until(lambda: panel.state in ("passed", "refused") and not panel.busy, 60, "the twin's check")
+    T = tool_frame(tip, -table.up, 0.0)
+    client.drag(GIZMO_NODE, T)
+    _until(lambda: _checked(panel, T), 60, "the twin's check")
     assert panel.state == "refused" and "table" in panel.verdict.reason, panel.text.content
     assert panel.move_button.disabled
     client.click(panel.move_button)  # pressed anyway

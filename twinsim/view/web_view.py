@@ -85,6 +85,12 @@ class TwinView:
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self.server.gui.configure_theme(show_logo=False, show_share_button=False)
         self.server.gui.main_panel.dock_right()  # beside the scene, not over it (the browser test crops the canvas)
+        # Plain lights, no shadows, no environment map: nothing the twin shows needs them, and a browser without a GPU
+        # paints the scene 3.6 times as often without them (measured in headless Chromium, 1280 x 800, software WebGL).
+        self.server.scene.configure_default_lights(True, cast_shadow=False)
+        self.server.scene.configure_environment_map(None)
+        # What the environment map gave: light from every side, so that no face of a body is drawn near black.
+        self.server.scene.add_light_ambient("/lights/ambient", intensity=1.2)
         self.url = f"http://{host}:{self.server.get_port()}"
         self.max_rate_hz = max_rate_hz
         self._lock = threading.RLock()
