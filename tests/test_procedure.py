@@ -141,46 +141,23 @@ class _HalCounter:
         return getattr(self.arm, name)
 
 
-class _ViserClient:
-    """A scripted browser: viser's own websocket protocol, the messages its web client sends for a gizmo dragged
-    and a button pressed; what the server sends back is read and dropped."""
+def _viser_client(url: str):
+    """A scripted browser: viser's own websocket protocol (twinsim.bench.view_latency's client), with the messages
+    its web client sends for a gizmo dragged and a button pressed."""
+    from twinsim.bench.view_latency import WireClient
 
-    def __init__(self, url: str) -> None:
-        import threading
+    class ViserClient(WireClient):
+        def drag(self, name: str, T_ref_mm: np.ndarray) -> None:
+            q = frames.matrix_to_quat_xyzw(T_ref_mm[:3, :3])
+            self.send(type="TransformControlsDragStartMessage", name=name, owner="")
+            self.send(type="TransformControlsUpdateMessage", name=name, wxyz=[float(v) for v in (q[3], q[0], q[1], q[2])],
+                      position=[float(v) for v in T_ref_mm[:3, 3] * 1e-3], owner="")
+            self.send(type="TransformControlsDragEndMessage", name=name, owner="")
 
-        import viser
-        from websockets.sync.client import connect
+        def click(self, button) -> None:
+            self.send(type="GuiUpdateMessage", uuid=button._impl.uuid, updates={"value": True})
 
-        self.ws = connect(url.replace("http", "ws"), subprotocols=[f"viser-v{viser.__version__}"])
-        threading.Thread(target=self._drain, daemon=True).start()
-        # The web client's first message: its camera (the server counts a client as connected from it).
-        self.send(type="ViewerCameraMessage", wxyz=[1.0, 0.0, 0.0, 0.0], position=[1.0, 0.0, 1.0], fov=0.87, near=0.01,
-                  far=100.0, image_height=800, image_width=1280, look_at=[0.0, 0.0, 0.0], up_direction=[0.0, 0.0, 1.0])
-
-    def _drain(self) -> None:
-        try:
-            while True:
-                self.ws.recv()
-        except Exception:  # noqa: BLE001 (closed)
-            return
-
-    def send(self, **message) -> None:
-        import msgspec
-
-        self.ws.send(msgspec.msgpack.encode(message))
-
-    def drag(self, name: str, T_ref_mm: np.ndarray) -> None:
-        q = frames.matrix_to_quat_xyzw(T_ref_mm[:3, :3])
-        self.send(type="TransformControlsDragStartMessage", name=name, owner="")
-        self.send(type="TransformControlsUpdateMessage", name=name, wxyz=[float(v) for v in (q[3], q[0], q[1], q[2])],
-                  position=[float(v) for v in T_ref_mm[:3, 3] * 1e-3], owner="")
-        self.send(type="TransformControlsDragEndMessage", name=name, owner="")
-
-    def click(self, button) -> None:
-        self.send(type="GuiUpdateMessage", uuid=button._impl.uuid, updates={"value": True})
-
-    def close(self) -> None:
-        self.ws.close()
+    return ViserClient(url)
 
 
 def _checked(panel, T_mm: np.ndarray) -> bool:
@@ -210,7 +187,7 @@ def guide_panel(bumped):
     try:
         view.follow(r.recorder)
         panel = view.attach_manipulator(r.manipulator(), r.guide_poses())
-        client = _ViserClient(view.url)
+        client = _viser_client(view.url)
         _until(lambda: len(view.server.get_clients()) == 1, 10, "the client to connect")
         yield r, view, panel, client, hal
         client.close()
@@ -306,7 +283,7 @@ def test_a_persons_step_is_asked_in_the_view_and_goes_on_when_done_is_pressed_th
     try:
         prompt = view.attach_operator(operator)
         assert prompt is not None and view.attach_operator(object()) is None  # a simulated operator is not asked
-        client = _ViserClient(view.url)
+        client = _viser_client(view.url)
         poses: list[int] = []
         worker = threading.Thread(target=lambda: poses.extend(operator.pivot_pointer(3)), daemon=True)
         worker.start()  # the calibration's first human step; no terminal here (pytest's stdin)
@@ -333,7 +310,7 @@ def test_landmarks_are_marked_by_clicking_on_the_xrays_in_the_view():
     operator = TerminalOperator()
     try:
         prompt = view.attach_operator(operator)
-        client = _ViserClient(view.url)
+        client = _viser_client(view.url)
         _until(lambda: len(view.server.get_clients()) == 1, 10, "the client to connect")
         rng = np.random.default_rng(0)
         xrays = [SimpleNamespace(image=rng.random((240, 320)).astype(np.float32)) for _ in range(2)]

@@ -132,6 +132,18 @@ def pose_to_transform(position: Sequence[float], quat_xyzw: Sequence[float]) -> 
     return make_transform(quat_xyzw_to_matrix(quat_xyzw), position)
 
 
+def to_wxyz_position_m(T_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``T`` (mm) as a scalar-first quaternion and a position in metres (viser's and three.js's convention)."""
+    q = matrix_to_quat_xyzw(T_mm[:3, :3])
+    return np.array([q[3], q[0], q[1], q[2]]), np.asarray(T_mm[:3, 3], dtype=np.float64) * 1e-3
+
+
+def from_wxyz_position_m(wxyz: Sequence[float], position_m: Sequence[float]) -> np.ndarray:
+    """The inverse of :func:`to_wxyz_position_m`: ``T`` in mm."""
+    w, x, y, z = (float(v) for v in wxyz)
+    return make_transform(quat_xyzw_to_matrix([x, y, z, w]), np.asarray(position_m, dtype=np.float64) * 1000.0)
+
+
 def transform_to_pose(T: np.ndarray) -> tuple[list[float], list[float]]:
     """``T`` to a PyBullet ``(position, quaternion xyzw)`` pair."""
     return T[:3, 3].tolist(), matrix_to_quat_xyzw(T[:3, :3]).tolist()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import platform
 import re
-import socket
 import statistics
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from twinsim.bench.peers import free_port
 from twinsim.report import table, write_json
 from twinsim.view.timeline import Timeline, load_timeline
 
@@ -88,11 +88,10 @@ class WireClient:
         from websockets.sync.client import connect
 
         self.seen: list[list[float]] = []
+        self._encode = msgspec.msgpack.encode
         self._ws = connect(url.replace("http", "ws"), subprotocols=[f"viser-v{viser.__version__}"], max_size=None)
-        self._ws.send(msgspec.msgpack.encode({
-            "type": "ViewerCameraMessage", "wxyz": [1.0, 0.0, 0.0, 0.0], "position": [1.0, 0.0, 1.0], "fov": 0.87,
-            "near": 0.01, "far": 100.0, "image_height": 800, "image_width": 1280, "look_at": [0.0, 0.0, 0.0],
-            "up_direction": [0.0, 0.0, 1.0]}))
+        self.send(type="ViewerCameraMessage", wxyz=[1.0, 0.0, 0.0, 0.0], position=[1.0, 0.0, 1.0], fov=0.87, near=0.01,
+                  far=100.0, image_height=800, image_width=1280, look_at=[0.0, 0.0, 0.0], up_direction=[0.0, 0.0, 1.0])
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -117,6 +116,10 @@ class WireClient:
         except Exception:  # noqa: BLE001 (the connection closed)
             return
 
+    def send(self, **message: Any) -> None:
+        """One client-to-server message of viser's protocol (its ``type`` and fields, plain Python values)."""
+        self._ws.send(self._encode(message))
+
     def close(self) -> None:
         self._ws.close()
 
@@ -130,12 +133,6 @@ def _stamp_ms(x: re.Match[str], near_ms: float) -> float:
     return day + ((int(x.group(1)) * 60 + int(x.group(2))) * 60 + int(x.group(3))) * 1000.0 + int(x.group(4))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def measure(recorded: Timeline, rate_hz: float, seconds: float, browser: Any | None, settle_s: float = 1.0) -> dict[str, Any]:
     """One feed at ``rate_hz`` into a new view, loaded in ``browser`` (a selenium driver), or by a :class:`WireClient`
     when it is None; the figures of the samples the client received."""
@@ -143,13 +140,13 @@ def measure(recorded: Timeline, rate_hz: float, seconds: float, browser: Any | N
 
     start = next((e.sample for e in recorded.events if e.step.startswith("guide") and e.state == "running"), 0)
     feed = TimelineFeed(recorded, start)
-    view = TwinView(port=_free_port(), max_rate_hz=max(rate_hz, 30.0))
+    view = TwinView(port=free_port(), max_rate_hz=max(rate_hz, 30.0))
     draws: list[float] = []
+    wire: WireClient | None = None
     try:
         view.follow(feed)
         view.show(len(feed.timeline) - 1)
         view.on_show.append(lambda _tl, _k: draws.append(time.perf_counter()))
-        wire = None
         if browser is None:
             wire = WireClient(view.url)
             time.sleep(2.0)  # the scene's backlog received
@@ -170,9 +167,9 @@ def measure(recorded: Timeline, rate_hz: float, seconds: float, browser: Any | N
         fed_s = time.perf_counter() - t0
         time.sleep(settle_s)
         seen = list(wire.seen) if wire is not None else browser.execute_script("return window.__seen;")
+    finally:
         if wire is not None:
             wire.close()
-    finally:
         view.close()
     arr = np.array(seen, dtype=np.float64).reshape(-1, 4)
     arr = arr[arr[:, 2] > start]  # the fed samples only

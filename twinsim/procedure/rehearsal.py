@@ -176,6 +176,7 @@ class Rehearsal:
         self.planner: MotionPlanner | None = None
         self.guarded: GuardedArm | None = None
         self.docks: dict[str, DockPlan] = {}
+        self.q_start: np.ndarray | None = None  # where the robot stood at the calibration: where it goes home to
         self.placed: dict[str, GuidePlacement] = {}
         self.recommendation: Placement | None = None
         self.reregistrations = 0
@@ -223,12 +224,12 @@ class Rehearsal:
             return Step.VERIFICATION
         return None
 
-    def _acknowledge(self, step: Step, exc: StepFailed) -> None:
+    def _acknowledge(self, step: Step, exc: StepFailed, next_step: Step | None) -> None:
         """An interlock that stopped the arm is told to the people at the rig, who acknowledge it before the
         procedure registers again or stops (on a rig whose operator is a person, in the terminal and the view)."""
         if not isinstance(exc.cause, INTERLOCKS):
             return
-        what = "register the patient again" if self._after_failure_is_reregistration(step, exc) else "the procedure stops"
+        what = "register the patient again" if next_step is Step.REREGISTRATION else "the procedure stops"
         message = f"Interlock at {step}: {exc.cause}. Next: {what}."
         entry: dict[str, Any] = {"step": str(step), "interlock": type(exc.cause).__name__, "message": message}
         try:
@@ -238,14 +239,11 @@ class Rehearsal:
             entry["acknowledged"], entry["why_not"] = False, str(err)
         self.log.meta.setdefault("interlocks", []).append(entry)
 
-    def _after_failure_is_reregistration(self, step: Step, exc: StepFailed) -> bool:
-        return step in (Step.GUIDE_LEFT, Step.GUIDE_RIGHT) and isinstance(exc.cause, ReferenceMoved) \
-            and self.reregistrations < self.s.max_reregistrations
-
     def _after_failure(self, step: Step, exc: StepFailed) -> Step | None:
         """Where a failed step leads: a moved reference during a guide's motion re-registers (up to the limit);
         anything else stops the procedure."""
-        if self._after_failure_is_reregistration(step, exc):
+        if step in (Step.GUIDE_LEFT, Step.GUIDE_RIGHT) and isinstance(exc.cause, ReferenceMoved) \
+                and self.reregistrations < self.s.max_reregistrations:
             self.reregistrations += 1
             return Step.REREGISTRATION
         return None
@@ -265,8 +263,8 @@ class Rehearsal:
                     self._run_step(current)
                     step = self._next(current)
                 except StepFailed as exc:
-                    self._acknowledge(current, exc)
                     step = self._after_failure(current, exc)
+                    self._acknowledge(current, exc, step)
                     if step is None:
                         raise
             self.log.outcome = Outcome.COMPLETED
@@ -330,7 +328,7 @@ class Rehearsal:
         """Named guide poses (``ref``, mm) a person may want to move the guide to: where it started, and each
         path's approach and docked poses."""
         out: dict[str, np.ndarray] = {}
-        if self.planner is not None and hasattr(self, "q_start"):
+        if self.planner is not None and self.q_start is not None:
             out["standby: where the robot started"] = self.planner.tool_pose_mm(self.q_start)
         for side, d in self.docks.items():
             out[f"{side} path: approach pose"] = d.T_approach_mm
@@ -421,6 +419,8 @@ class Rehearsal:
     # ---- steps ---------------------------------------------------------------------------
     def _home(self, rec: StepRecord) -> dict[str, Any]:
         watch = Watch(self.dev.tracker, self._reg.T_cam_ref_mm)
+        if self.q_start is None:
+            raise RehearsalError("the calibration step has not run: no start pose to go back to")
         self._move(self._planner.plan("back to the start", self.dev.arm.read_joints_rad(), self.q_start), watch, rec)
         return {}
 

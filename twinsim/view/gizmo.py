@@ -17,21 +17,15 @@ import numpy as np
 
 from twinsim import frames
 from twinsim.view.manipulation import GuideManipulator, ManipulationError, MoveOutcome, Verdict
+from twinsim.view.web_view import guide_tube
 
 VERDICT_RGB = {"unchecked": (170, 170, 190), "checking": (170, 170, 190), "passed": (40, 190, 70), "refused": (220, 50, 40)}
 GIZMO_NODE = "/manipulate/gizmo"
 
 
-def _pose_mm(wxyz: np.ndarray, position_m: np.ndarray) -> np.ndarray:
-    w, x, y, z = (float(v) for v in wxyz)
-    return frames.make_transform(frames.quat_xyzw_to_matrix([x, y, z, w]), np.asarray(position_m) * 1000.0)
-
-
 class ManipulationPanel:
     def __init__(self, server: Any, manipulator: GuideManipulator, presets: dict[str, np.ndarray] | None = None) -> None:
         """``server``: the view's viser server; ``presets``: named guide poses (``ref``, mm) the gizmo can jump to."""
-        import trimesh
-
         self.server, self.m = server, manipulator
         self.presets = {"where the guide is": manipulator.tool_pose_mm(), **(presets or {})}
         self.verdict: Verdict | None = None
@@ -41,10 +35,9 @@ class ManipulationPanel:
         self._wake = threading.Condition()
         self._closed = False
         self.busy = False  # a check or a move under way
-        wxyz, pos = self._wxyz_pos(self.presets["where the guide is"])
+        wxyz, pos = frames.to_wxyz_position_m(self.presets["where the guide is"])
         self.gizmo = server.scene.add_transform_controls(GIZMO_NODE, scale=0.12, depth_test=False, wxyz=wxyz, position=pos)
-        tube = trimesh.creation.cylinder(radius=0.007, height=0.08)
-        tube.apply_translation((0.0, 0.0, -0.04))  # the guide's tube behind its tip, z along the bore
+        tube = guide_tube(0.007, 0.08)
         self._tubes = {s: server.scene.add_mesh_simple(f"{GIZMO_NODE}/guide_{s}", tube.vertices, tube.faces, color=rgb,
                                                        opacity=0.6, visible=s == "unchecked")
                        for s, rgb in VERDICT_RGB.items()}
@@ -61,17 +54,12 @@ class ManipulationPanel:
         self.cancel_button.on_click(lambda _e: self._asking(False))
         threading.Thread(target=self._checker, name="view-check", daemon=True).start()
 
-    @staticmethod
-    def _wxyz_pos(T_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q = frames.matrix_to_quat_xyzw(T_mm[:3, :3])
-        return np.array([q[3], q[0], q[1], q[2]]), T_mm[:3, 3] * 1e-3
-
     def gizmo_pose_mm(self) -> np.ndarray:
-        return _pose_mm(np.asarray(self.gizmo.wxyz), np.asarray(self.gizmo.position))
+        return frames.from_wxyz_position_m(self.gizmo.wxyz, self.gizmo.position)
 
     def jump(self, T_ref_tool_mm: np.ndarray) -> None:
         """Put the gizmo at a pose (a preset) and check it."""
-        self.gizmo.wxyz, self.gizmo.position = self._wxyz_pos(T_ref_tool_mm)
+        self.gizmo.wxyz, self.gizmo.position = frames.to_wxyz_position_m(T_ref_tool_mm)
         self.propose(self.gizmo_pose_mm())
 
     def propose(self, T_ref_tool_mm: np.ndarray) -> None:

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,15 +29,22 @@ IMAGE_WIDTH_M, GAP_M = 0.5, 0.05
 BOARD_DISTANCE_M = 0.8  # the camera from the board: both images across the screen at a 50 deg field of view
 
 
+class BoardImage(NamedTuple):
+    node: Any  # its scene node
+    centre_m: np.ndarray
+    width_m: float
+    height_m: float
+    size_px: tuple[int, int]  # (H, W)
+
+
 class OperatorPrompt:
     def __init__(self, server: Any, poll_s: float = 0.1) -> None:
         """``server``: the view's viser server."""
         self.server = server
         self.poll_s = poll_s
-        self.images: list[tuple[Any, np.ndarray, float, float]] = []  # while marking: (node, centre m, width m, height m)
+        self.images: list[BoardImage] = []  # while marking
         self.marks: list[dict[str, np.ndarray]] = []
         self._names: list[str] = []
-        self._sizes: list[tuple[int, int]] = []  # (H, W) of each X-ray being marked
         self._dots: dict[str, Any] = {}  # the marks' dots and labels in the scene
         self._mark_folder: Any = None
         self.landmark: Any = None  # the panel's choice of the landmark the next click marks
@@ -61,20 +68,18 @@ class OperatorPrompt:
     # ---- landmarks by clicking ---------------------------------------------------------
     def image_pixel(self, i: int, ray_origin: np.ndarray, ray_direction: np.ndarray) -> np.ndarray | None:
         """The pixel (u, v) of X-ray ``i`` that a click's ray meets on the board (None: off that image)."""
-        _, centre, w_m, h_m = self.images[i]
+        _, centre, w_m, h_m, (H, W) = self.images[i]
         o, d = np.asarray(ray_origin, dtype=np.float64), np.asarray(ray_direction, dtype=np.float64)
         if abs(d[2]) < 1e-9:
             return None
         p = o + d * (BOARD_M[2] - o[2]) / d[2]
         x, y = p[0] - centre[0], p[1] - centre[1]
-        H, W = self._sizes[i]
         u, v = (x / w_m + 0.5) * W, (y / h_m + 0.5) * H  # viser's images as OpenCV's: rows down +y, columns along +x
         return np.array([u, v]) if 0 <= u <= W and 0 <= v <= H else None
 
     def board_point(self, i: int, uv: np.ndarray) -> np.ndarray:
         """Where pixel ``uv`` of X-ray ``i`` stands on the board (m): the inverse of :meth:`image_pixel`."""
-        _, centre, w_m, h_m = self.images[i]
-        H, W = self._sizes[i]
+        _, centre, w_m, h_m, (H, W) = self.images[i]
         return np.array([centre[0] + (uv[0] / W - 0.5) * w_m, centre[1] + (uv[1] / H - 0.5) * h_m, BOARD_M[2]])
 
     def mark_landmarks(self, acquisitions: Sequence[Any], level: str, names: Sequence[str],
@@ -84,7 +89,7 @@ class OperatorPrompt:
         from twinsim.imaging.landmarks_file import load_clicks
 
         server, n = self.server, len(acquisitions)
-        self._names, self.marks, self.images, self._sizes = list(names), [{} for _ in range(n)], [], []
+        self._names, self.marks, self.images = list(names), [{} for _ in range(n)], []
         cameras = {cid: (c.camera.position, c.camera.look_at, c.camera.up_direction)
                    for cid, c in server.get_clients().items()}
         try:
@@ -96,8 +101,7 @@ class OperatorPrompt:
                 node = server.scene.add_image(f"/marking/xray{i}", np.stack([img] * 3, axis=-1), IMAGE_WIDTH_M, h_m,
                                               position=centre, cast_shadow=False, receive_shadow=False)
                 node.on_click(lambda e, i=i: self._clicked(i, np.asarray(e.ray_origin), np.asarray(e.ray_direction)))
-                self.images.append((node, centre, IMAGE_WIDTH_M, h_m))
-                self._sizes.append((H, W))
+                self.images.append(BoardImage(node, centre, IMAGE_WIDTH_M, h_m, (H, W)))
             with server.gui.add_folder("Mark the landmarks") as self._mark_folder:
                 self.landmark = server.gui.add_dropdown("landmark", tuple(names), initial_value=names[0])
                 self._progress = server.gui.add_markdown("")

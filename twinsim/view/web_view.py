@@ -47,10 +47,16 @@ ROBOT_RGB = {"operation": (255, 150, 40), "navigation": (200, 200, 210)}
 STATE_MARK = {"running": "...", "done": "ok", "failed": "FAILED"}
 
 
-def _pose(T_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(wxyz, position m) of a ``ref`` pose in mm."""
-    q = frames.matrix_to_quat_xyzw(T_mm[:3, :3])
-    return np.array([q[3], q[0], q[1], q[2]]), T_mm[:3, 3] * 1e-3
+_pose = frames.to_wxyz_position_m  # a ref pose in mm as the scene takes it
+
+
+def guide_tube(radius_m: float, length_m: float) -> Any:
+    """A needle guide's tube as a trimesh: its tip at the origin, the tube behind it, z along the bore."""
+    import trimesh
+
+    tube = trimesh.creation.cylinder(radius=radius_m, height=length_m)
+    tube.apply_translation((0.0, 0.0, -length_m / 2))
+    return tube
 
 
 @dataclass(frozen=True)
@@ -446,10 +452,7 @@ class TwinView:
         g = guidance_at(tl, k)
         self.guidance = g
         if not self._ghosts:
-            import trimesh
-
-            tube = trimesh.creation.cylinder(radius=0.006, height=0.06)
-            tube.apply_translation((0.0, 0.0, -0.03))  # the guide's tube behind its tip, z along the bore
+            tube = guide_tube(0.006, 0.06)
             self._ghost_frame = self.server.scene.add_frame("/guidance/ghost", show_axes=False, visible=False)
             for band, rgb in BAND_RGB.items():
                 self._ghosts[band] = self.server.scene.add_mesh_simple(f"/guidance/ghost/{band}", tube.vertices, tube.faces,
